@@ -32,11 +32,3 @@ def seed():
     np.random.seed(0)
     torch.manual_seed(0)
     return 0
-
-
-@pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory):
-    """Keep presets built by the tests out of the user's cache, unless PYALIGN_CACHE is set."""
-    if "PYALIGN_CACHE" not in os.environ:
-        os.environ["PYALIGN_CACHE"] = str(tmp_path_factory.mktemp("pyalign-cache"))
-    yield
