@@ -5,6 +5,9 @@ token data as numpy arrays. Tokenizing runs on rayon's thread pool, sized by
 ``RAYON_NUM_THREADS`` or the number of cores. Rust log records arrive in Python's ``logging``
 under the ``pyalign`` logger names (``pyalign.batch``, ``pyalign.hh_rlhf``, ...).
 
+NOTE: the classes do not support pickling, so a torch DataLoader over one of the datasets needs
+``num_workers=0`` or the ``fork`` start method.
+
 ``Indices``, ``Batch`` and ``HhRlhfSummary`` exist only in this stub, for type checkers; at run
 time the functions return plain dicts.
 """
@@ -34,10 +37,9 @@ class Tokenizer:
     Args:
         path: a ``tokenizer.json`` file or a folder containing one.
         bos_token, eos_token, pad_token: the token's text, or None for no such token. When an
-            argument is omitted, the token comes from the ``bos_token``, ``eos_token`` or
-            ``pad_token`` field of ``tokenizer_config.json`` beside ``tokenizer.json`` (a
-            string, null, or an object with ``"content"``); a missing file or field means
-            no such token.
+            argument is omitted, the token comes from the field of the same name in
+            ``tokenizer_config.json`` beside ``tokenizer.json``. That field is a string, null,
+            or an object with ``"content"``. A missing file or field means no such token.
 
     Raises:
         FileNotFoundError: ``tokenizer.json`` does not exist.
@@ -69,8 +71,8 @@ class Tokenizer:
     def vocab_size(self) -> int:
         """The vocabulary size, added tokens included."""
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Encode ``text`` as the tokenizer does; the post-processor runs with
-        ``add_special_tokens``."""
+        """Encode ``text`` as the tokenizer does. With ``add_special_tokens`` the
+        post-processor runs and may add BOS."""
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Decode ``ids``. An id outside the vocabulary raises ValueError."""
 
@@ -96,7 +98,7 @@ class PairDataset:
 
     Prompt and responses are tokenized separately and joined, so a pair's prompt tokens are
     identical in its chosen and rejected sequences. The prompt is encoded with the
-    post-processor and starts with exactly one BOS (when the tokenizer defines one); an EOS
+    post-processor and starts with exactly one BOS when the tokenizer defines one. An EOS
     that the post-processor appended is removed. Each response is encoded without the
     post-processor and ends with one EOS (when defined), never two.
 
@@ -126,7 +128,7 @@ class PairDataset:
         truncation_mode: str = "keep_end",
     ) -> None: ...
     def __len__(self) -> int:
-        """The number of kept pairs."""
+        """Return the number of kept pairs."""
     @property
     def num_dropped(self) -> int: ...
     @property
@@ -136,18 +138,20 @@ class PairDataset:
     def kept_indices(self) -> npt.NDArray[np.int64]:
         """The input index of each kept pair. Shape (len,)."""
     def lengths(self) -> npt.NDArray[np.int64]:
-        """The length of each kept pair's longer sequence. Shape (len,)."""
+        """Return the length of each kept pair's longer sequence. Shape (len,)."""
     def collate(self, indices: Indices, pad_to_multiple_of: int = 1) -> Batch:
         """Pad the kept pairs at ``indices`` into a batch of shape (2P, T).
 
-        Rows 0..P-1 hold the chosen sequences and rows P..2P-1 the rejected ones, in the order
+        Rows 0..P-1 contain the chosen sequences and rows P..2P-1 the rejected ones, in the order
         of ``indices``. T is the longest sequence rounded up to ``pad_to_multiple_of``. An index
         outside ``0..len`` raises ValueError.
         """
 
 class ResponseDataset:
-    """(prompt, response) rows tokenized once, for KTO. The rules are those of PairDataset;
-    a row is dropped as ``"empty_response"`` when its response has no token apart from EOS."""
+    """(prompt, response) rows tokenized once, for KTO, by the rules of PairDataset.
+
+    A row is dropped as ``"empty_response"`` when its response has no token apart from EOS.
+    """
 
     def __init__(
         self,
@@ -159,7 +163,7 @@ class ResponseDataset:
         truncation_mode: str = "keep_end",
     ) -> None: ...
     def __len__(self) -> int:
-        """The number of kept rows."""
+        """Return the number of kept rows."""
     @property
     def num_dropped(self) -> int: ...
     @property
@@ -167,7 +171,7 @@ class ResponseDataset:
     @property
     def kept_indices(self) -> npt.NDArray[np.int64]: ...
     def lengths(self) -> npt.NDArray[np.int64]:
-        """The length of each kept row's sequence after truncation. Shape (len,)."""
+        """Return the length of each kept row's sequence after truncation. Shape (len,)."""
     def collate(self, indices: Indices, pad_to_multiple_of: int = 1) -> Batch:
         """Pad the kept rows at ``indices`` into a batch of shape (B, T)."""
     def collate_pairs(
@@ -189,8 +193,8 @@ class HhRlhfSummary(TypedDict):
     """Skipped records per reason: ``no_chosen_assistant_turn``, ``no_rejected_assistant_turn``,
     ``empty_prompt``, ``empty_chosen_response``, ``empty_rejected_response``."""
     rows: dict[str, list[str]]
-    """The output columns (``prompt``, ``chosen``, ``rejected`` for ``"dpo"``; ``prompt``,
-    ``response``, ``label`` for ``"kto"``, the label being ``"true"`` or ``"false"``)."""
+    """The output columns. ``"dpo"`` gives ``prompt``, ``chosen`` and ``rejected``. ``"kto"``
+    gives ``prompt``, ``response`` and ``label``, whose values are ``"true"`` or ``"false"``."""
 
 def convert_hh_rlhf(
     input: str,
@@ -200,7 +204,7 @@ def convert_hh_rlhf(
 ) -> HhRlhfSummary:
     """Convert Anthropic HH-RLHF records, as ``pyalign-data hh-rlhf`` does.
 
-    The prompt is the last human turn of ``chosen``; each response is the last assistant turn
+    The prompt is the last human turn of ``chosen``, and each response the last assistant turn
     of its conversation, all stripped. A record is kept when all three are non-empty.
     ``output`` (``.csv`` or ``.jsonl``) is written when given. ``max_samples`` stops after that
     many kept records.

@@ -68,7 +68,7 @@ TRAINER_FIELDS = {
     "beta": Field("float", 0.1, minimum=0.0, exclusive_minimum=True),
     "loss_type": Field("str", "sigmoid", choices=DPO_LOSS_TYPES),
     "seed": Field("int", 42),
-    "logging_steps": Field("int", 1, minimum=1),
+    "logging_steps": Field("int", 10, minimum=1),
     "eval_steps": Field("int", None, minimum=1, nullable=True),
 }
 

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::tokenize::TextTokenizer;
 
-/// Which end of a prompt survives truncation. BOS stays first in either case.
+/// The end of a prompt that survives truncation. BOS stays first in either case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TruncationMode {
     /// Keep the end of the prompt, the part nearest the response.
@@ -52,7 +52,7 @@ pub struct LengthLimits {
 }
 
 impl LengthLimits {
-    /// Validates the limits. `max_length` must be at least 2, so that a sequence holds one
+    /// Validates the limits. `max_length` must be at least 2, so that a sequence contains one
     /// prompt token (such as BOS) and one response token. `max_prompt_length` must be at
     /// least 1.
     pub fn new(
@@ -64,7 +64,7 @@ impl LengthLimits {
             return Err(Error::invalid_value(
                 "max_length",
                 max_length,
-                "at least 2, so that a sequence holds a prompt token and a response token",
+                "at least 2, so that a sequence contains a prompt token and a response token",
             ));
         }
         if max_prompt_length == Some(0) {
@@ -137,7 +137,7 @@ fn cut_prompt(
     head.iter().chain(kept).copied().collect()
 }
 
-/// Why a record was dropped while building a dataset.
+/// The reason a record was dropped while building a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DropReason {
     /// The chosen response has no token apart from EOS.
@@ -349,7 +349,7 @@ impl PairDataset {
         &self.pairs[index]
     }
 
-    /// The input index of each kept pair.
+    /// Returns the input index of each kept pair.
     pub fn kept_indices(&self) -> &[usize] {
         &self.kept_indices
     }
@@ -512,7 +512,7 @@ impl ResponseDataset {
         &self.rows[index]
     }
 
-    /// The input index of each kept row.
+    /// Returns the input index of each kept row.
     pub fn kept_indices(&self) -> &[usize] {
         &self.kept_indices
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// Where a record sits in its file: a line for CSV and JSON Lines, a position in the array
+/// The position of a record in its file: a line for CSV and JSON Lines, a position in the array
 /// (1-based) for a JSON array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
@@ -35,7 +35,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The file holds no records.
+    /// The file contains no records.
     #[error("{}: {detail}", path.display())]
     Empty { path: PathBuf, detail: &'static str },
 

@@ -1,6 +1,6 @@
 //! Converts Anthropic HH-RLHF preference data to (prompt, chosen, rejected) records.
 //!
-//! Each HH-RLHF record holds two whole conversations, `chosen` and `rejected`, written as
+//! Each HH-RLHF record contains two whole conversations, `chosen` and `rejected`, written as
 //! `\n\nHuman: ...\n\nAssistant: ...` turns. They share every turn but the last assistant turn.
 //! The last-turn rule keeps only the final exchange:
 //!
@@ -72,7 +72,7 @@ pub struct PreferencePair {
     pub rejected: String,
 }
 
-/// Why a record was skipped.
+/// The reason a record was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SkipReason {
     /// `chosen` has no assistant turn after its last human turn.
@@ -267,7 +267,7 @@ fn record_skip(conversion: &mut Conversion, input: &Path, location: Location, re
         .entry(reason.as_str().to_owned())
         .or_insert(0);
     *count += 1;
-    // The first few skips of each reason are logged with their location; the rest are counted.
+    // The first three skips of each reason are logged with their location, the rest only counted.
     if *count <= 3 {
         log::debug!(
             "HH-RLHF {} {location}: skipped, {}",
@@ -277,40 +277,63 @@ fn record_skip(conversion: &mut Conversion, input: &Path, location: Location, re
     }
 }
 
-/// Writes the rows of `conversion` to `output` as CSV or JSON Lines, by its extension.
-/// In JSON Lines the KTO label is a JSON boolean.
-pub fn write_rows(conversion: &Conversion, output: &Path, format: OutputFormat) -> Result<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputFile {
+    Csv,
+    JsonLines,
+}
+
+fn output_file(output: &Path) -> Result<OutputFile> {
     let name = output
         .file_name()
         .map(|name| name.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let io_error = |source| Error::io(output, source);
-
     if name.ends_with(".csv") {
-        let mut writer =
-            csv::Writer::from_path(output).map_err(|error| csv_write_error(output, error))?;
-        writer
-            .write_record(&conversion.columns)
-            .map_err(|error| csv_write_error(output, error))?;
-        for row in &conversion.rows {
-            writer
-                .write_record(row)
-                .map_err(|error| csv_write_error(output, error))?;
-        }
-        writer.flush().map_err(io_error)?;
+        Ok(OutputFile::Csv)
     } else if name.ends_with(".jsonl") {
-        let file = File::create(output).map_err(io_error)?;
-        let mut writer = BufWriter::new(file);
-        for row in &conversion.rows {
-            let line = json_line(&conversion.columns, row, format);
-            writeln!(writer, "{line}").map_err(io_error)?;
-        }
-        writer.flush().map_err(io_error)?;
+        Ok(OutputFile::JsonLines)
     } else {
-        return Err(Error::UnsupportedExtension {
+        Err(Error::UnsupportedExtension {
             path: output.to_path_buf(),
             supported: SUPPORTED_OUTPUT_EXTENSIONS,
-        });
+        })
+    }
+}
+
+/// Checks that [`write_rows`] supports the extension of `output`, so that a caller can fail
+/// before reading the input.
+pub fn check_output_path(output: &Path) -> Result<()> {
+    output_file(output).map(|_| ())
+}
+
+/// Writes the rows of `conversion` to `output` as CSV or JSON Lines, by its extension.
+/// In JSON Lines the KTO label is a JSON boolean.
+pub fn write_rows(conversion: &Conversion, output: &Path, format: OutputFormat) -> Result<()> {
+    let io_error = |source| Error::io(output, source);
+
+    match output_file(output)? {
+        OutputFile::Csv => {
+            let mut writer =
+                csv::Writer::from_path(output).map_err(|error| csv_write_error(output, error))?;
+            writer
+                .write_record(&conversion.columns)
+                .map_err(|error| csv_write_error(output, error))?;
+            for row in &conversion.rows {
+                writer
+                    .write_record(row)
+                    .map_err(|error| csv_write_error(output, error))?;
+            }
+            writer.flush().map_err(io_error)?;
+        }
+        OutputFile::JsonLines => {
+            let file = File::create(output).map_err(io_error)?;
+            let mut writer = BufWriter::new(file);
+            for row in &conversion.rows {
+                let line = json_line(&conversion.columns, row, format);
+                writeln!(writer, "{line}").map_err(io_error)?;
+            }
+            writer.flush().map_err(io_error)?;
+        }
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! Each entry point converts its arguments to owned Rust values, releases the interpreter
 //! lock for the work (reading, tokenizing, batching) and converts the result back, with token
 //! data as numpy arrays rather than per-token Python objects. The tokenizing loops run on
-//! rayon's global thread pool, so a call uses every core unless `RAYON_NUM_THREADS` says
-//! otherwise. Rust `log` records reach Python's `logging` under the `pyalign` logger names,
-//! through pyo3-log.
+//! rayon's global thread pool, so a call uses every core unless `RAYON_NUM_THREADS` sets
+//! another number of threads. Rust `log` records reach Python's `logging` through pyo3-log,
+//! under logger names that follow the module path (`pyalign.batch`, `pyalign.hh_rlhf`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,7 +91,9 @@ struct PyTokenizer {
 #[pymethods]
 impl PyTokenizer {
     #[new]
-    #[pyo3(signature = (path, bos_token = FROM_CONFIG, eos_token = FROM_CONFIG, pad_token = FROM_CONFIG))]
+    #[pyo3(signature = (
+        path, bos_token = FROM_CONFIG, eos_token = FROM_CONFIG, pad_token = FROM_CONFIG
+    ))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -190,6 +192,10 @@ fn convert_hh_rlhf<'py>(
     let max_samples = max_samples
         .map(|value| to_usize("max_samples", value))
         .transpose()?;
+
+    if let Some(output) = &output {
+        hh_rlhf::check_output_path(output)?;
+    }
 
     let conversion = py.detach(|| -> Result<_, Error> {
         let conversion = hh_rlhf::convert(
@@ -446,7 +452,8 @@ impl PyResponseDataset {
 fn core_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
     // Caching::Loggers looks up the Python level on each record, so a logging configuration
     // made after import still applies. The crate logs a few records per call, never per token.
-    // install() fails only when a logger is already set, as on a second import after a reload.
+    // install() fails only when a `log` logger is already set in this process, and that logger
+    // then stays.
     let logger = pyo3_log::Logger::new(module.py(), pyo3_log::Caching::Loggers)?
         .filter_target("tokenizers".to_owned(), log::LevelFilter::Warn);
     let _ = logger.install();

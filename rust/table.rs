@@ -48,7 +48,8 @@ impl Table {
 enum Format {
     Csv,
     JsonLines,
-    /// `.json` holds either one array of objects or JSON Lines. The first non-blank byte decides.
+    /// `.json` contains either one array of objects or JSON Lines. The first non-blank byte
+    /// decides.
     Json,
 }
 

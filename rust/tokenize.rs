@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::table::json_type_name;
 
-/// How one special token (BOS, EOS or padding) is chosen.
+/// The source of one special token (BOS, EOS or padding).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum SpecialToken {
     /// Read the token from `tokenizer_config.json` beside `tokenizer.json`. The token is absent
@@ -45,6 +45,11 @@ impl TextTokenizer {
     /// Without a padding token the padding id is the EOS id, or 0 when EOS is absent too.
     /// Padding never carries a label, so sharing the id with EOS is safe.
     pub fn from_path(path: &Path, special_tokens: &SpecialTokens) -> Result<Self> {
+        if !path.exists() {
+            let message = "not found, expected a tokenizer.json file or a folder containing one";
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, message);
+            return Err(Error::io(path, source));
+        }
         let path = if path.is_dir() {
             path.join("tokenizer.json")
         } else {
@@ -311,8 +316,9 @@ fn config_token(
 pub(crate) mod tests {
     use super::*;
 
-    /// A word-level tokenizer over whitespace-separated words. `<s>` and `</s>` are special
-    /// added tokens, and with `adds_bos` the post-processor prepends `<s>`.
+    /// Builds the JSON of a word-level tokenizer over whitespace-separated words. `<s>` and
+    /// `</s>` are special added tokens. With `adds_bos` the post-processor prepends `<s>`, and
+    /// with `adds_eos` it appends `</s>`.
     pub(crate) fn word_tokenizer_json(adds_bos: bool, adds_eos: bool) -> String {
         let mut single = Vec::new();
         if adds_bos {
@@ -348,7 +354,10 @@ pub(crate) mod tests {
   "post_processor": {{
     "type": "TemplateProcessing",
     "single": [{single}],
-    "pair": [{{"Sequence": {{"id": "A", "type_id": 0}}}}, {{"Sequence": {{"id": "B", "type_id": 1}}}}],
+    "pair": [
+      {{"Sequence": {{"id": "A", "type_id": 0}}}},
+      {{"Sequence": {{"id": "B", "type_id": 1}}}}
+    ],
     "special_tokens": {{
       "<s>": {{"id": "<s>", "ids": [1], "tokens": ["<s>"]}},
       "</s>": {{"id": "</s>", "ids": [2], "tokens": ["</s>"]}}

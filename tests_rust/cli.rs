@@ -7,8 +7,14 @@ fn write_input(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("hh.jsonl");
     let mut file = std::fs::File::create(&path).unwrap();
     let lines = [
-        serde_json::json!({"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: No"}),
-        serde_json::json!({"chosen": "\n\nHuman: Hi", "rejected": "\n\nHuman: Hi\n\nAssistant: No"}),
+        serde_json::json!({
+            "chosen": "\n\nHuman: Hi\n\nAssistant: Hello",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: No",
+        }),
+        serde_json::json!({
+            "chosen": "\n\nHuman: Hi",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: No",
+        }),
     ];
     for line in lines {
         writeln!(file, "{line}").unwrap();
@@ -87,8 +93,26 @@ fn missing_input_fails_with_path() {
 
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success());
+    assert!(stderr.contains("pyalign-data: error:"), "{stderr}");
+    assert!(stderr.contains("missing.jsonl"), "{stderr}");
+}
+
+#[test]
+fn bad_output_extension_fails_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.jsonl");
+
+    let result = Command::new(env!("CARGO_BIN_EXE_pyalign-data"))
+        .args(["hh-rlhf", missing.to_str().unwrap(), "-o", "out.txt"])
+        .output()
+        .unwrap();
+
+    // The output is checked before the input is opened, so the missing input goes unreported.
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
     assert!(
-        stderr.contains("pyalign-data: error:") && stderr.contains("missing.jsonl"),
+        stderr.contains("out.txt: unsupported file extension"),
         "{stderr}"
     );
+    assert!(stderr.contains("expected one of .csv, .jsonl"), "{stderr}");
 }

@@ -196,10 +196,10 @@ fn real_test_split() {
     );
     assert!(conversion.num_kept > 2300, "{}", conversion.summary());
     for row in &conversion.rows {
-        assert!(row
-            .iter()
-            .all(|value| !value.is_empty() && value.trim() == value));
+        assert!(row.iter().all(|value| !value.is_empty()), "{row:?}");
+        assert!(row.iter().all(|value| value.trim() == value), "{row:?}");
         assert!(!row[0].contains("\n\nAssistant:"), "{:?}", row[0]);
-        assert!(!row[1].contains("\n\nHuman:") && !row[2].contains("\n\nHuman:"));
+        assert!(!row[1].contains("\n\nHuman:"), "{:?}", row[1]);
+        assert!(!row[2].contains("\n\nHuman:"), "{:?}", row[2]);
     }
 }

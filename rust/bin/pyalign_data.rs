@@ -35,11 +35,11 @@ enum Command {
         /// HH-RLHF records, one JSON object with "chosen" and "rejected" per line
         /// (.jsonl or .jsonl.gz).
         input: PathBuf,
-        /// Output file; the extension selects CSV (.csv) or JSON Lines (.jsonl).
+        /// Output file. Its extension selects CSV (.csv) or JSON Lines (.jsonl).
         #[arg(short, long)]
         output: PathBuf,
-        /// Output layout: dpo writes prompt, chosen, rejected; kto writes two rows per pair
-        /// with prompt, response and a true/false label.
+        /// Output layout. dpo writes one row per pair with prompt, chosen and rejected. kto
+        /// writes two rows per pair with prompt, response and a true or false label.
         #[arg(long, value_enum, default_value_t = Format::Dpo)]
         format: Format,
         /// Stop after this many kept pairs.
@@ -84,6 +84,7 @@ fn run(command: Command) -> pyalign::Result<()> {
             max_samples,
         } => {
             let format = OutputFormat::from(format);
+            hh_rlhf::check_output_path(&output)?;
             let conversion = hh_rlhf::convert(
                 &input,
                 ConvertOptions {

@@ -18,7 +18,7 @@ WORDS = ["<unk>", "<s>", "</s>", "<pad>", "hello", "world", "how", "are", "you"]
 
 
 def word_tokenizer_json(adds_bos: bool) -> dict:
-    """A word-level tokenizer over WORDS whose post-processor prepends <s> when adds_bos."""
+    """Build a word-level tokenizer over WORDS whose post-processor prepends <s> if adds_bos."""
     added = [
         {
             "id": WORDS.index(token),
@@ -129,8 +129,11 @@ def test_explicit_tokens(tmp_path):
 def test_tokenizer_errors(tmp_path):
     folder = write_tokenizer(tmp_path / "words", config={"eos_token": 7})
 
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="missing: not found, expected a tokenizer.json"):
         _core.Tokenizer(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty/tokenizer.json"):
+        _core.Tokenizer(str(tmp_path / "empty"))
     with pytest.raises(KeyError, match="<bos>"):
         _core.Tokenizer(str(folder), bos_token="<bos>", eos_token=None)
     with pytest.raises(TypeError, match="eos_token"):
@@ -164,7 +167,9 @@ def test_read_csv_quoting_and_bom(tmp_path):
 
 def test_read_jsonl_value_types(tmp_path):
     path = tmp_path / "rows.jsonl"
-    path.write_text('{"a": "x", "b": true, "c": 1, "d": null}\n\n{"a": "y", "b": false, "c": 2.5, "d": ""}\n')
+    path.write_text(
+        '{"a": "x", "b": true, "c": 1, "d": null}\n\n{"a": "y", "b": false, "c": 2.5, "d": ""}\n'
+    )
 
     table = _core.read_table(str(path), ["a", "b", "c", "d"])
 
@@ -369,7 +374,10 @@ def test_response_collate_pairs(tokenizer):
 
 def write_hh_records(path):
     records = [
-        {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: No"},
+        {
+            "chosen": "\n\nHuman: Hi\n\nAssistant: Hello",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: No",
+        },
         {"chosen": "\n\nHuman: Hi", "rejected": "\n\nHuman: Hi\n\nAssistant: No"},
     ]
     with gzip.open(path, "wt", encoding="utf-8") as file:
@@ -415,6 +423,9 @@ def test_convert_hh_rlhf_errors(tmp_path):
         _core.convert_hh_rlhf(str(source), format="orpo")
     with pytest.raises(ValueError, match="expected one of .csv, .jsonl"):
         _core.convert_hh_rlhf(str(source), str(tmp_path / "out.txt"))
+    # The output path is checked before the input is read.
+    with pytest.raises(ValueError, match="out.txt: unsupported file extension"):
+        _core.convert_hh_rlhf(str(tmp_path / "missing.jsonl"), str(tmp_path / "out.txt"))
     with pytest.raises(ValueError, match="invalid max_samples -1"):
         _core.convert_hh_rlhf(str(source), max_samples=-1)
     with pytest.raises(FileNotFoundError):
