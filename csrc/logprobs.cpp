@@ -2,15 +2,20 @@
 //
 // For hidden states h (N, H), an LM head weight W (V, H), an optional bias b (V,) and target
 // token ids y (N,), the forward op returns per token
-//   logits_i      = W h_i + b                      (V,)
-//   logsumexp_i   = log sum_v exp(logits_iv)
-//   token_logps_i = logits_{i, y_i} - logsumexp_i
-// without materialising the (N, V) logits. The kernels handle chunk_size tokens at a time, so
-// the extra memory is about chunk_size x V accumulator values. The backward op recomputes each
-// chunk's logits and uses d token_logps_i / d logits_i = onehot(y_i) - softmax(logits_i).
+//   logits_i          = W h_i + b                      (V,)
+//   logsumexp_i       = log sum_v exp(logits_iv)
+//   token_logps_i     = logits_{i, y_i} - logsumexp_i
+//   entropy_i         = -sum_v p_iv log p_iv, p_i = softmax(logits_i)   (if compute_entropy)
+//   hidden_jacobian_i = d token_logps_i / d h_i = W_{y_i} - sum_v p_iv W_v
+//                                                       (if compute_hidden_jacobian)
+// without materialising the (N, V) logits; an output that is not requested has 0 rows. The
+// kernels handle chunk_size tokens at a time. The backward op recomputes each chunk's logits and
+// uses d token_logps_i / d logits_i = onehot(y_i) - softmax(logits_i), computing only the
+// gradients it is asked for. With the hidden Jacobian from the forward pass, the gradient of
+// the hidden states is grad_i * hidden_jacobian_i, and a frozen LM head needs no backward op.
 //
-// The kernels live in cpu/logprobs_cpu.cpp. Fake kernels and autograd are registered from
-// Python in pyalign/ops/logprobs.py.
+// The kernels live in cpu/logprobs_cpu.cpp and cuda/logprobs_cuda.cu. Fake kernels and autograd
+// are registered from Python in pyalign/ops/logprobs.py.
 #include "logprobs.h"
 
 #include <torch/library.h>
@@ -126,9 +131,11 @@ void check_backward_arguments(const at::Tensor& grad_token_logps, const at::Tens
 TORCH_LIBRARY(pyalign, m) {
   m.def(
       "fused_linear_logprobs(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, "
-      "int chunk_size) -> (Tensor token_logps, Tensor logsumexp)");
+      "int chunk_size, bool compute_entropy=False, bool compute_hidden_jacobian=False) "
+      "-> (Tensor token_logps, Tensor logsumexp, Tensor entropy, Tensor hidden_jacobian)");
   m.def(
       "fused_linear_logprobs_backward(Tensor grad_token_logps, Tensor hidden, Tensor weight, "
-      "Tensor? bias, Tensor targets, Tensor logsumexp, int chunk_size, bool needs_weight_grad) "
-      "-> (Tensor grad_hidden, Tensor? grad_weight, Tensor? grad_bias)");
+      "Tensor? bias, Tensor targets, Tensor logsumexp, int chunk_size, bool needs_hidden_grad, "
+      "bool needs_weight_grad, bool needs_bias_grad) "
+      "-> (Tensor? grad_hidden, Tensor? grad_weight, Tensor? grad_bias)");
 }

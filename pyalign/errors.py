@@ -28,3 +28,7 @@ class MissingColumnError(PyAlignError, KeyError):
 
 class ModelNotFoundError(PyAlignError, FileNotFoundError):
     """A base model path or id that cannot be found or loaded."""
+
+
+class HubUploadError(PyAlignError, RuntimeError):
+    """An upload to the Hugging Face hub that the hub rejected or that could not reach it."""

@@ -53,7 +53,8 @@ def resolve_base_model(base_model: str) -> str:
                 f"base_model '{base_model}' is a path but contains no config.json; expected a "
                 "Hugging Face model folder (config.json, weights, tokenizer.json)"
             )
-        return str(expanded)
+        # Absolute, so that the adapter_config.json written with it loads from any folder.
+        return str(expanded.resolve())
     if looks_like_path:
         raise ModelNotFoundError(f"base_model path '{base_model}' does not exist")
     return base_model

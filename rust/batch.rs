@@ -1,4 +1,4 @@
-//! Tokenized preference data and the padded batches built from it.
+//! Truncation rules and padded batches.
 //!
 //! A sequence is a prompt followed by a response. Both are tokenized separately (see
 //! [`TextTokenizer::encode_prompt`] and [`TextTokenizer::encode_response`]) and joined, so no
@@ -7,16 +7,23 @@
 //!
 //! Truncation follows [`LengthLimits`]: the prompt is cut to `max_prompt_length`, then the
 //! response is cut from its end until the sequence fits `max_length`. A prompt that leaves no
-//! room for one response token is cut further instead, down to `max_length - 1` tokens.
+//! room for one response token is cut further instead, down to `max_length - 1` tokens. No cut
+//! splits a character: where a cut would fall between the byte tokens of one character, it
+//! moves to the character's edge and keeps fewer tokens (see [`CharBoundaries`]).
+//!
+//! [`TextTokenizer::encode_prompt`]: crate::tokenize::TextTokenizer::encode_prompt
+//! [`TextTokenizer::encode_response`]: crate::tokenize::TextTokenizer::encode_response
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
-use crate::tokenize::TextTokenizer;
+use crate::tokenize::CharBoundaries;
+
+pub use crate::dataset::{
+    PairDataset, PromptDataset, ResponseDataset, TokenizedPair, TokenizedResponse,
+};
 
 /// The end of a prompt that survives truncation. BOS stays first in either case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,32 +92,57 @@ impl LengthLimits {
         self.max_length
     }
 
+    pub fn max_prompt_length(&self) -> Option<usize> {
+        self.max_prompt_length
+    }
+
+    pub fn truncation_mode(&self) -> TruncationMode {
+        self.truncation_mode
+    }
+
     /// Applies both prompt limits: `max_prompt_length`, then `max_length - 1`, which leaves
     /// room for one response token.
-    fn fit_prompt(&self, mut prompt: Vec<u32>, bos: Option<u32>) -> Vec<u32> {
+    pub(crate) fn fit_prompt(
+        &self,
+        mut prompt: Vec<u32>,
+        bos: Option<u32>,
+        boundaries: &CharBoundaries,
+    ) -> Vec<u32> {
+        let cut = |prompt, max_tokens| {
+            cut_prompt(prompt, max_tokens, self.truncation_mode, bos, boundaries)
+        };
         if let Some(max_prompt_length) = self.max_prompt_length {
-            prompt = cut_prompt(prompt, max_prompt_length, self.truncation_mode, bos);
+            prompt = cut(prompt, max_prompt_length);
         }
         if prompt.len() >= self.max_length {
-            prompt = cut_prompt(prompt, self.max_length - 1, self.truncation_mode, bos);
+            prompt = cut(prompt, self.max_length - 1);
         }
         prompt
     }
 
-    /// Keeps the start of `response` that fits after a prompt of `prompt_length` tokens.
-    /// `prompt_length` must be below `max_length`, as [`Self::fit_prompt`] ensures.
-    fn fit_response<'a>(&self, prompt_length: usize, response: &'a [u32]) -> &'a [u32] {
+    /// Keeps the start of `response` that fits after a prompt of `prompt_length` tokens,
+    /// ending on a character boundary. `prompt_length` must be below `max_length`, as
+    /// [`Self::fit_prompt`] ensures. The result is empty only when the room left is shorter
+    /// than the response's first character.
+    pub(crate) fn fit_response<'a>(
+        &self,
+        prompt_length: usize,
+        response: &'a [u32],
+        boundaries: &CharBoundaries,
+    ) -> &'a [u32] {
         let room = self.max_length - prompt_length;
-        &response[..response.len().min(room)]
+        &response[..boundaries.floor_end(response, room)]
     }
 }
 
-/// Cuts `prompt` to at most `max_tokens` (at least 1), keeping BOS first when it starts there.
-fn cut_prompt(
+/// Cuts `prompt` to at most `max_tokens` (at least 1), keeping BOS first when it starts there
+/// and never splitting a character.
+pub(crate) fn cut_prompt(
     prompt: Vec<u32>,
     max_tokens: usize,
     mode: TruncationMode,
     bos: Option<u32>,
+    boundaries: &CharBoundaries,
 ) -> Vec<u32> {
     if prompt.len() <= max_tokens {
         return prompt;
@@ -124,8 +156,8 @@ fn cut_prompt(
     let body_tokens = max_tokens - head.len();
 
     let mut kept = match mode {
-        TruncationMode::KeepStart => &body[..body_tokens],
-        TruncationMode::KeepEnd => &body[body.len() - body_tokens..],
+        TruncationMode::KeepStart => &body[..boundaries.floor_end(body, body_tokens)],
+        TruncationMode::KeepEnd => &body[boundaries.ceil_start(body, body.len() - body_tokens)..],
     };
     // A cut inside the prompt text can expose a BOS that the text contained. Behind the
     // leading BOS it would be a second one in a row.
@@ -150,6 +182,11 @@ pub enum DropReason {
     IdenticalAfterTruncation,
     /// The response has no token apart from EOS.
     EmptyResponse,
+    /// The room that `max_length` leaves after the prompt is shorter than the first character
+    /// of a response, so the response would be empty.
+    EmptyAfterTruncation,
+    /// The prompt has no token: the text is empty and the tokenizer has no BOS.
+    EmptyPrompt,
 }
 
 impl DropReason {
@@ -161,6 +198,8 @@ impl DropReason {
             DropReason::IdenticalResponses => "identical_responses",
             DropReason::IdenticalAfterTruncation => "identical_after_truncation",
             DropReason::EmptyResponse => "empty_response",
+            DropReason::EmptyAfterTruncation => "empty_after_truncation",
+            DropReason::EmptyPrompt => "empty_prompt",
         }
     }
 }
@@ -171,6 +210,40 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// The side of a row that padding fills.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PaddingSide {
+    /// Padding after the tokens, for training.
+    #[default]
+    Right,
+    /// Padding before the tokens, for generation, so every row ends at the last column.
+    Left,
+}
+
+impl FromStr for PaddingSide {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "right" => Ok(PaddingSide::Right),
+            "left" => Ok(PaddingSide::Left),
+            other => Err(Error::invalid_value(
+                "padding_side",
+                format!("{other:?}"),
+                "\"right\" or \"left\"",
+            )),
+        }
+    }
+}
+
+/// How [`build_batch`] lays out a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLayout {
+    pub pad_token_id: u32,
+    pub pad_to_multiple_of: usize,
+    pub padding_side: PaddingSide,
+}
+
 /// A padded batch of B sequences of T tokens, stored row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -178,40 +251,61 @@ pub struct Batch {
     pub num_rows: usize,
     /// T, the length of the longest sequence rounded up to the padding multiple.
     pub num_columns: usize,
-    /// Token ids, padded on the right with the tokenizer's padding id. Shape (B, T).
+    /// Token ids, padded with the tokenizer's padding id. Shape (B, T).
     pub input_ids: Vec<i64>,
     /// 1 on real tokens, 0 on padding. Shape (B, T).
     pub attention_mask: Vec<i64>,
     /// True exactly on response tokens, EOS included. Shape (B, T).
     pub label_mask: Vec<bool>,
+    /// The position of each real token within its sequence, from 0, whichever side the
+    /// padding is on; 0 on padding. Shape (B, T).
+    pub position_ids: Vec<i64>,
+}
+
+impl Batch {
+    /// Returns the number of padding slots.
+    pub fn num_padding(&self) -> usize {
+        self.attention_mask
+            .iter()
+            .filter(|&&mask| mask == 0)
+            .count()
+    }
+}
+
+/// Returns T for sequences whose longest has `longest` tokens.
+pub(crate) fn padded_length(longest: usize, pad_to_multiple_of: usize) -> usize {
+    longest.div_ceil(pad_to_multiple_of) * pad_to_multiple_of
 }
 
 /// Pads `sequences`, each a prompt and a response, into one batch.
-fn build_batch(
-    sequences: &[(&[u32], &[u32])],
-    pad_token_id: u32,
-    pad_to_multiple_of: usize,
-) -> Batch {
+pub(crate) fn build_batch(sequences: &[(&[u32], &[u32])], layout: BatchLayout) -> Batch {
     let longest = sequences
         .iter()
         .map(|(prompt, response)| prompt.len() + response.len())
         .max();
-    let num_columns = longest.unwrap_or(0).div_ceil(pad_to_multiple_of) * pad_to_multiple_of;
+    let num_columns = padded_length(longest.unwrap_or(0), layout.pad_to_multiple_of);
     let num_rows = sequences.len();
 
-    let mut input_ids = vec![i64::from(pad_token_id); num_rows * num_columns]; // (B, T)
+    let mut input_ids = vec![i64::from(layout.pad_token_id); num_rows * num_columns]; // (B, T)
     let mut attention_mask = vec![0i64; num_rows * num_columns]; // (B, T)
     let mut label_mask = vec![false; num_rows * num_columns]; // (B, T)
+    let mut position_ids = vec![0i64; num_rows * num_columns]; // (B, T)
 
     for (row, (prompt, response)) in sequences.iter().enumerate() {
-        let start = row * num_columns;
+        let length = prompt.len() + response.len();
+        let start = match layout.padding_side {
+            PaddingSide::Right => row * num_columns,
+            PaddingSide::Left => row * num_columns + num_columns - length,
+        };
         let tokens = prompt.iter().chain(response.iter());
-        for (slot, &id) in input_ids[start..].iter_mut().zip(tokens) {
+        for (slot, &id) in input_ids[start..start + length].iter_mut().zip(tokens) {
             *slot = i64::from(id);
         }
-        let length = prompt.len() + response.len();
         attention_mask[start..start + length].fill(1);
         label_mask[start + prompt.len()..start + length].fill(true);
+        for (position, slot) in position_ids[start..start + length].iter_mut().enumerate() {
+            *slot = position as i64;
+        }
     }
 
     Batch {
@@ -220,10 +314,11 @@ fn build_batch(
         input_ids,
         attention_mask,
         label_mask,
+        position_ids,
     }
 }
 
-fn check_pad_multiple(pad_to_multiple_of: usize) -> Result<()> {
+pub(crate) fn check_pad_multiple(pad_to_multiple_of: usize) -> Result<()> {
     if pad_to_multiple_of == 0 {
         return Err(Error::invalid_value("pad_to_multiple_of", 0, "at least 1"));
     }
@@ -245,7 +340,7 @@ pub fn check_indices(indices: &[i64], len: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn check_equal_lengths(names: &[&str], lengths: &[usize]) -> Result<()> {
+pub(crate) fn check_equal_lengths(names: &[&str], lengths: &[usize]) -> Result<()> {
     if lengths.windows(2).all(|pair| pair[0] == pair[1]) {
         return Ok(());
     }
@@ -262,7 +357,7 @@ fn check_equal_lengths(names: &[&str], lengths: &[usize]) -> Result<()> {
 }
 
 /// Counts the reasons of dropped records and collects the kept ones with their input index.
-fn partition<T>(
+pub(crate) fn partition<T>(
     outcomes: Vec<Result<T, DropReason>>,
 ) -> (Vec<T>, Vec<usize>, BTreeMap<String, usize>) {
     let mut kept = Vec::with_capacity(outcomes.len());
@@ -280,703 +375,60 @@ fn partition<T>(
     (kept, kept_indices, drop_reasons)
 }
 
-/// One tokenized and truncated preference pair.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenizedPair {
-    pub prompt: Vec<u32>,
-    pub chosen: Vec<u32>,
-    pub rejected: Vec<u32>,
-}
-
-/// Preference pairs (prompt, chosen, rejected), tokenized once and batched on request.
-#[derive(Debug, Clone)]
-pub struct PairDataset {
-    pairs: Vec<TokenizedPair>,
-    kept_indices: Vec<usize>,
-    drop_reasons: BTreeMap<String, usize>,
-    pad_token_id: u32,
-}
-
-impl PairDataset {
-    /// Tokenizes and truncates every pair. Pairs run in parallel on rayon's global thread
-    /// pool, which rayon owns and sizes from `RAYON_NUM_THREADS` or the number of cores.
-    ///
-    /// A pair with an empty response, or whose chosen and rejected ids are identical after
-    /// truncation, is dropped and counted in [`Self::drop_reasons`].
-    pub fn new(
-        tokenizer: &TextTokenizer,
-        prompts: &[String],
-        chosen: &[String],
-        rejected: &[String],
-        limits: LengthLimits,
-    ) -> Result<Self> {
-        check_equal_lengths(
-            &["prompts", "chosen", "rejected"],
-            &[prompts.len(), chosen.len(), rejected.len()],
-        )?;
-
-        let outcomes = (0..prompts.len())
-            .into_par_iter()
-            .map(|i| tokenize_pair(tokenizer, &prompts[i], &chosen[i], &rejected[i], &limits))
-            .collect::<Result<Vec<_>>>()?;
-        let (pairs, kept_indices, drop_reasons) = partition(outcomes);
-
-        log::info!(
-            "tokenized {} preference pairs: kept {}, dropped {} {:?}",
-            prompts.len(),
-            pairs.len(),
-            prompts.len() - pairs.len(),
-            drop_reasons
-        );
-        Ok(PairDataset {
-            pairs,
-            kept_indices,
-            drop_reasons,
-            pad_token_id: tokenizer.pad_token_id(),
-        })
-    }
-
-    /// Returns the number of kept pairs.
-    pub fn len(&self) -> usize {
-        self.pairs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
-    }
-
-    pub fn pair(&self, index: usize) -> &TokenizedPair {
-        &self.pairs[index]
-    }
-
-    /// Returns the input index of each kept pair.
-    pub fn kept_indices(&self) -> &[usize] {
-        &self.kept_indices
-    }
-
-    /// Dropped pairs per reason, keyed by [`DropReason::as_str`].
-    pub fn drop_reasons(&self) -> &BTreeMap<String, usize> {
-        &self.drop_reasons
-    }
-
-    pub fn num_dropped(&self) -> usize {
-        self.drop_reasons.values().sum()
-    }
-
-    /// Returns, per kept pair, the length of its longer sequence.
-    pub fn lengths(&self) -> Vec<usize> {
-        let longer =
-            |pair: &TokenizedPair| pair.prompt.len() + pair.chosen.len().max(pair.rejected.len());
-        self.pairs.iter().map(longer).collect()
-    }
-
-    /// Pads the pairs at `indices` into one batch of 2P rows: the P chosen sequences, then
-    /// the P rejected sequences in the same order.
-    pub fn collate(&self, indices: &[usize], pad_to_multiple_of: usize) -> Result<Batch> {
-        check_pad_multiple(pad_to_multiple_of)?;
-        let pairs: Vec<&TokenizedPair> = indices
-            .iter()
-            .map(|&index| self.get(index))
-            .collect::<Result<_>>()?;
-
-        let chosen = pairs
-            .iter()
-            .map(|pair| (pair.prompt.as_slice(), pair.chosen.as_slice()));
-        let rejected = pairs
-            .iter()
-            .map(|pair| (pair.prompt.as_slice(), pair.rejected.as_slice()));
-        let sequences: Vec<(&[u32], &[u32])> = chosen.chain(rejected).collect();
-        Ok(build_batch(
-            &sequences,
-            self.pad_token_id,
-            pad_to_multiple_of,
-        ))
-    }
-
-    fn get(&self, index: usize) -> Result<&TokenizedPair> {
-        self.pairs.get(index).ok_or_else(|| {
-            Error::invalid_value(
-                "index",
-                index,
-                format!("an index of a kept pair, in 0..{}", self.len()),
-            )
-        })
-    }
-}
-
-fn tokenize_pair(
-    tokenizer: &TextTokenizer,
-    prompt: &str,
-    chosen: &str,
-    rejected: &str,
-    limits: &LengthLimits,
-) -> Result<Result<TokenizedPair, DropReason>> {
-    let prompt = limits.fit_prompt(tokenizer.encode_prompt(prompt)?, tokenizer.bos_token_id());
-    let chosen = tokenizer.encode_response(chosen)?;
-    let rejected = tokenizer.encode_response(rejected)?;
-
-    if tokenizer.is_empty_response(&chosen) {
-        return Ok(Err(DropReason::EmptyChosenResponse));
-    }
-    if tokenizer.is_empty_response(&rejected) {
-        return Ok(Err(DropReason::EmptyRejectedResponse));
-    }
-    if chosen == rejected {
-        return Ok(Err(DropReason::IdenticalResponses));
-    }
-
-    let chosen = limits.fit_response(prompt.len(), &chosen);
-    let rejected = limits.fit_response(prompt.len(), &rejected);
-    if chosen == rejected {
-        return Ok(Err(DropReason::IdenticalAfterTruncation));
-    }
-
-    Ok(Ok(TokenizedPair {
-        prompt,
-        chosen: chosen.to_vec(),
-        rejected: rejected.to_vec(),
-    }))
-}
-
-/// One tokenized prompt and response. The prompt is already cut to fit; the response is whole,
-/// because [`ResponseDataset::collate_pairs`] may join it to another row's prompt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenizedResponse {
-    pub prompt: Vec<u32>,
-    pub response: Vec<u32>,
-}
-
-/// Rows of (prompt, response), as KTO uses them, tokenized once and batched on request.
-#[derive(Debug, Clone)]
-pub struct ResponseDataset {
-    rows: Vec<TokenizedResponse>,
-    kept_indices: Vec<usize>,
-    drop_reasons: BTreeMap<String, usize>,
-    limits: LengthLimits,
-    pad_token_id: u32,
-}
-
-impl ResponseDataset {
-    /// Tokenizes every row by the rules of [`PairDataset::new`], in parallel on rayon's global
-    /// thread pool. A row with an empty response is dropped and counted.
-    pub fn new(
-        tokenizer: &TextTokenizer,
-        prompts: &[String],
-        responses: &[String],
-        limits: LengthLimits,
-    ) -> Result<Self> {
-        check_equal_lengths(&["prompts", "responses"], &[prompts.len(), responses.len()])?;
-
-        let outcomes = (0..prompts.len())
-            .into_par_iter()
-            .map(|i| -> Result<Result<TokenizedResponse, DropReason>> {
-                let prompt = limits.fit_prompt(
-                    tokenizer.encode_prompt(&prompts[i])?,
-                    tokenizer.bos_token_id(),
-                );
-                let response = tokenizer.encode_response(&responses[i])?;
-                if tokenizer.is_empty_response(&response) {
-                    return Ok(Err(DropReason::EmptyResponse));
-                }
-                Ok(Ok(TokenizedResponse { prompt, response }))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (rows, kept_indices, drop_reasons) = partition(outcomes);
-
-        log::info!(
-            "tokenized {} prompt-response rows: kept {}, dropped {} {:?}",
-            prompts.len(),
-            rows.len(),
-            prompts.len() - rows.len(),
-            drop_reasons
-        );
-        Ok(ResponseDataset {
-            rows,
-            kept_indices,
-            drop_reasons,
-            limits,
-            pad_token_id: tokenizer.pad_token_id(),
-        })
-    }
-
-    /// Returns the number of kept rows.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    pub fn row(&self, index: usize) -> &TokenizedResponse {
-        &self.rows[index]
-    }
-
-    /// Returns the input index of each kept row.
-    pub fn kept_indices(&self) -> &[usize] {
-        &self.kept_indices
-    }
-
-    /// Dropped rows per reason, keyed by [`DropReason::as_str`].
-    pub fn drop_reasons(&self) -> &BTreeMap<String, usize> {
-        &self.drop_reasons
-    }
-
-    pub fn num_dropped(&self) -> usize {
-        self.drop_reasons.values().sum()
-    }
-
-    /// Returns the length of each kept row's sequence after truncation.
-    pub fn lengths(&self) -> Vec<usize> {
-        let length = |row: &TokenizedResponse| {
-            row.prompt.len()
-                + self
-                    .limits
-                    .fit_response(row.prompt.len(), &row.response)
-                    .len()
-        };
-        self.rows.iter().map(length).collect()
-    }
-
-    /// Pads the rows at `indices` into a batch of B = `indices.len()` sequences.
-    pub fn collate(&self, indices: &[usize], pad_to_multiple_of: usize) -> Result<Batch> {
-        self.collate_pairs(indices, indices, pad_to_multiple_of)
-    }
-
-    /// Pads sequences that join the prompt of row `prompt_indices[k]` with the response of
-    /// row `response_indices[k]`, truncated to `max_length` by the usual rule. KTO uses such
-    /// mismatched sequences to estimate its KL term.
-    pub fn collate_pairs(
-        &self,
-        prompt_indices: &[usize],
-        response_indices: &[usize],
-        pad_to_multiple_of: usize,
-    ) -> Result<Batch> {
-        check_pad_multiple(pad_to_multiple_of)?;
-        check_equal_lengths(
-            &["prompt_indices", "response_indices"],
-            &[prompt_indices.len(), response_indices.len()],
-        )?;
-
-        let mut sequences = Vec::with_capacity(prompt_indices.len());
-        for (&prompt_index, &response_index) in prompt_indices.iter().zip(response_indices) {
-            let prompt = &self.get(prompt_index)?.prompt;
-            let response = &self.get(response_index)?.response;
-            sequences.push((
-                prompt.as_slice(),
-                self.limits.fit_response(prompt.len(), response),
-            ));
-        }
-        Ok(build_batch(
-            &sequences,
-            self.pad_token_id,
-            pad_to_multiple_of,
-        ))
-    }
-
-    fn get(&self, index: usize) -> Result<&TokenizedResponse> {
-        self.rows.get(index).ok_or_else(|| {
-            Error::invalid_value(
-                "index",
-                index,
-                format!("an index of a kept row, in 0..{}", self.len()),
-            )
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenize::tests::{word_tokenizer, BOS, EOS, PAD};
 
-    fn strings(texts: &[&str]) -> Vec<String> {
-        texts.iter().map(|text| text.to_string()).collect()
-    }
-
-    fn limits(
-        max_length: usize,
-        max_prompt_length: Option<usize>,
-        mode: TruncationMode,
-    ) -> LengthLimits {
-        LengthLimits::new(max_length, max_prompt_length, mode).unwrap()
-    }
-
-    fn row<'a>(batch: &'a Batch, values: &'a [i64], index: usize) -> &'a [i64] {
-        &values[index * batch.num_columns..(index + 1) * batch.num_columns]
-    }
-
-    fn label_row(batch: &Batch, index: usize) -> &[bool] {
-        &batch.label_mask[index * batch.num_columns..(index + 1) * batch.num_columns]
-    }
-
-    #[test]
-    fn collate_layout_chosen_then_rejected() {
-        let tokenizer = word_tokenizer(false, false, Some(PAD));
-        let prompts = strings(&["hello", "how"]);
-        let chosen = strings(&["world", "are you"]);
-        let rejected = strings(&["you you you", "hello"]);
-        let dataset = PairDataset::new(
-            &tokenizer,
-            &prompts,
-            &chosen,
-            &rejected,
-            limits(16, None, TruncationMode::KeepEnd),
-        )
-        .unwrap();
-
-        let batch = dataset.collate(&[1, 0], 1).unwrap();
-
-        let pad = i64::from(PAD);
-        assert_eq!((batch.num_rows, batch.num_columns), (4, 6));
-        assert_eq!(row(&batch, &batch.input_ids, 0), [1, 6, 7, 8, 2, pad]);
-        assert_eq!(row(&batch, &batch.input_ids, 1), [1, 4, 5, 2, pad, pad]);
-        assert_eq!(row(&batch, &batch.input_ids, 2), [1, 6, 4, 2, pad, pad]);
-        assert_eq!(row(&batch, &batch.input_ids, 3), [1, 4, 8, 8, 8, 2]);
-        assert_eq!(row(&batch, &batch.attention_mask, 1), [1, 1, 1, 1, 0, 0]);
-        assert_eq!(
-            label_row(&batch, 0),
-            [false, false, true, true, true, false]
-        );
-        assert_eq!(
-            label_row(&batch, 1),
-            [false, false, true, true, false, false]
-        );
-        assert_eq!(label_row(&batch, 3), [false, false, true, true, true, true]);
-        assert_eq!(dataset.lengths(), [6, 5]);
-    }
-
-    #[test]
-    fn pad_equal_to_eos_keeps_eos_labelled() {
-        let tokenizer = word_tokenizer(false, false, None);
-        assert_eq!(tokenizer.pad_token_id(), EOS);
-        let dataset = PairDataset::new(
-            &tokenizer,
-            &strings(&["hello"]),
-            &strings(&["world"]),
-            &strings(&["how are you"]),
-            limits(16, None, TruncationMode::KeepEnd),
-        )
-        .unwrap();
-
-        let batch = dataset.collate(&[0], 1).unwrap();
-
-        // Chosen row: BOS hello world EOS, then one padding slot that reuses the EOS id.
-        assert_eq!(row(&batch, &batch.input_ids, 0), [1, 4, 5, 2, 2, 2]);
-        assert_eq!(
-            label_row(&batch, 0),
-            [false, false, true, true, false, false]
-        );
-        assert_eq!(row(&batch, &batch.attention_mask, 0), [1, 1, 1, 1, 0, 0]);
-    }
-
-    #[test]
-    fn pad_to_multiple_rounds_up() {
-        let tokenizer = word_tokenizer(false, false, Some(PAD));
-        let dataset = PairDataset::new(
-            &tokenizer,
-            &strings(&["hello"]),
-            &strings(&["world"]),
-            &strings(&["how are you"]),
-            limits(16, None, TruncationMode::KeepEnd),
-        )
-        .unwrap();
-
-        assert_eq!(dataset.collate(&[0], 8).unwrap().num_columns, 8);
-        assert_eq!(dataset.collate(&[0], 6).unwrap().num_columns, 6);
-        assert_eq!(dataset.collate(&[0], 4).unwrap().num_columns, 8);
-        assert_eq!(dataset.collate(&[], 4).unwrap().num_columns, 0);
-        assert!(dataset
-            .collate(&[0], 0)
-            .unwrap_err()
-            .to_string()
-            .contains("pad_to_multiple_of"));
-    }
-
-    #[test]
-    fn prompt_truncation_keeps_bos_first() {
-        let tokenizer = word_tokenizer(true, false, Some(PAD));
-        let prompt = strings(&["hello world how are"]);
-        let chosen = strings(&["you"]);
-        let rejected = strings(&["hello"]);
-
-        let keep_end = limits(16, Some(3), TruncationMode::KeepEnd);
-        let dataset = PairDataset::new(&tokenizer, &prompt, &chosen, &rejected, keep_end).unwrap();
-        assert_eq!(dataset.pair(0).prompt, [BOS, 6, 7]);
-
-        let keep_start = limits(16, Some(3), TruncationMode::KeepStart);
-        let dataset =
-            PairDataset::new(&tokenizer, &prompt, &chosen, &rejected, keep_start).unwrap();
-        assert_eq!(dataset.pair(0).prompt, [BOS, 4, 5]);
-
-        // The cut exposes the "<s>" of the text, which must not become a second BOS.
-        let inner_bos = strings(&["hello <s> world how"]);
-        let keep_end = limits(16, Some(4), TruncationMode::KeepEnd);
-        let dataset =
-            PairDataset::new(&tokenizer, &inner_bos, &chosen, &rejected, keep_end).unwrap();
-        assert_eq!(dataset.pair(0).prompt, [BOS, 5, 6]);
-    }
-
-    #[test]
-    fn response_cut_keeps_its_start() {
-        let tokenizer = word_tokenizer(false, false, Some(PAD));
-        let dataset = PairDataset::new(
-            &tokenizer,
-            &strings(&["hello"]),
-            &strings(&["how are you"]),
-            &strings(&["you are how"]),
-            limits(4, None, TruncationMode::KeepEnd),
-        )
-        .unwrap();
-
-        let pair = dataset.pair(0);
-        assert_eq!(pair.prompt, [BOS, 4]);
-        assert_eq!(pair.chosen, [6, 7]);
-        assert_eq!(pair.rejected, [8, 7]);
-    }
-
-    #[test]
-    fn long_prompt_is_cut_for_one_response_token() {
-        let tokenizer = word_tokenizer(false, false, Some(PAD));
-        let prompts = strings(&["hello world how are you"]);
-        let chosen = strings(&["hello"]);
-        let rejected = strings(&["world"]);
-
-        for (mode, expected_prompt) in [
-            (TruncationMode::KeepEnd, [BOS, 7, 8]),
-            (TruncationMode::KeepStart, [BOS, 4, 5]),
-        ] {
-            let dataset = PairDataset::new(
-                &tokenizer,
-                &prompts,
-                &chosen,
-                &rejected,
-                limits(4, None, mode),
-            )
-            .unwrap();
-
-            let pair = dataset.pair(0);
-            assert_eq!(pair.prompt, expected_prompt, "{mode:?}");
-            assert_eq!(pair.chosen, [4], "{mode:?}");
-            assert_eq!(pair.rejected, [5], "{mode:?}");
+    fn layout(padding_side: PaddingSide, pad_to_multiple_of: usize) -> BatchLayout {
+        BatchLayout {
+            pad_token_id: 9,
+            pad_to_multiple_of,
+            padding_side,
         }
     }
 
     #[test]
-    fn drops_are_counted_by_reason() {
-        let tokenizer = word_tokenizer(false, false, Some(PAD));
-        let prompts = strings(&["hello", "hello", "hello", "hello", "hello", "hello"]);
-        let chosen = strings(&["world", "", "you", "how", "how are you", "how are"]);
-        let rejected = strings(&["you", "you", "</s>", "how", "how are how", "how are"]);
+    fn right_and_left_padding() {
+        let sequences: [(&[u32], &[u32]); 2] = [(&[1, 4], &[5, 2]), (&[1], &[6])];
 
-        let dataset = PairDataset::new(
-            &tokenizer,
-            &prompts,
-            &chosen,
-            &rejected,
-            limits(4, None, TruncationMode::KeepEnd),
-        )
-        .unwrap();
+        let right = build_batch(&sequences, layout(PaddingSide::Right, 1));
+        let left = build_batch(&sequences, layout(PaddingSide::Left, 1));
 
-        assert_eq!(dataset.len(), 1);
-        assert_eq!(dataset.kept_indices(), [0]);
-        assert_eq!(dataset.num_dropped(), 5);
-        let reasons: Vec<(&str, usize)> = dataset
-            .drop_reasons()
-            .iter()
-            .map(|(reason, &count)| (reason.as_str(), count))
-            .collect();
+        assert_eq!(right.input_ids, [1, 4, 5, 2, 1, 6, 9, 9]);
+        assert_eq!(right.attention_mask, [1, 1, 1, 1, 1, 1, 0, 0]);
+        assert_eq!(right.position_ids, [0, 1, 2, 3, 0, 1, 0, 0]);
         assert_eq!(
-            reasons,
-            [
-                ("empty_chosen_response", 1),
-                ("empty_rejected_response", 1),
-                ("identical_after_truncation", 1),
-                ("identical_responses", 2),
-            ]
+            right.label_mask,
+            [false, false, true, true, false, true, false, false]
         );
+        assert_eq!(left.input_ids, [1, 4, 5, 2, 9, 9, 1, 6]);
+        assert_eq!(left.attention_mask, [1, 1, 1, 1, 0, 0, 1, 1]);
+        assert_eq!(left.position_ids, [0, 1, 2, 3, 0, 0, 0, 1]);
+        assert_eq!(
+            left.label_mask,
+            [false, false, true, true, false, false, false, true]
+        );
+        assert_eq!(left.num_padding(), 2);
     }
 
     #[test]
-    fn invalid_arguments_are_rejected() {
-        let tokenizer = word_tokenizer(false, false, Some(PAD));
-        let one = strings(&["hello"]);
-        let two = strings(&["hello", "world"]);
-        let limits = limits(8, None, TruncationMode::KeepEnd);
+    fn left_padding_to_multiple() {
+        let sequences: [(&[u32], &[u32]); 1] = [(&[1, 4, 5], &[])];
 
-        let error = PairDataset::new(&tokenizer, &one, &two, &one, limits).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "invalid list lengths prompts 1, chosen 2, rejected 1: expected lists of equal length"
-        );
+        let batch = build_batch(&sequences, layout(PaddingSide::Left, 4));
 
-        let error = LengthLimits::new(1, None, TruncationMode::KeepEnd).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("invalid max_length 1: expected at least 2"),
-            "{error}"
-        );
-
-        let error = LengthLimits::new(8, Some(0), TruncationMode::KeepEnd).unwrap_err();
-        assert!(
-            error.to_string().starts_with("invalid max_prompt_length 0"),
-            "{error}"
-        );
-
-        let error = "left".parse::<TruncationMode>().unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "invalid truncation_mode \"left\": expected \"keep_end\" or \"keep_start\""
-        );
-
-        let dataset = PairDataset::new(&tokenizer, &one, &one, &two[1..], limits).unwrap();
-        let error = dataset.collate(&[1], 1).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "invalid index 1: expected an index of a kept pair, in 0..1"
-        );
-
-        let error = check_indices(&[0, -1], 1).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "invalid index -1: expected an index of a kept record, in 0..1"
-        );
+        assert_eq!(batch.input_ids, [9, 1, 4, 5]);
+        assert_eq!(batch.position_ids, [0, 0, 1, 2]);
+        assert_eq!(batch.label_mask, [false; 4]);
     }
 
     #[test]
-    fn response_dataset_collate_pairs() {
-        let tokenizer = word_tokenizer(false, false, Some(PAD));
-        let prompts = strings(&["hello world how", "you", "hello"]);
-        let responses = strings(&["are", "how are you you", ""]);
-
-        let dataset = ResponseDataset::new(
-            &tokenizer,
-            &prompts,
-            &responses,
-            limits(6, None, TruncationMode::KeepEnd),
-        )
-        .unwrap();
-        assert_eq!(dataset.len(), 2);
-        assert_eq!(dataset.kept_indices(), [0, 1]);
-        assert_eq!(dataset.drop_reasons().get("empty_response"), Some(&1));
-        assert_eq!(dataset.lengths(), [6, 6]);
-
-        // Row 0's four prompt tokens leave room for two of row 1's five response tokens.
-        let batch = dataset.collate_pairs(&[0, 1], &[1, 0], 1).unwrap();
-        assert_eq!((batch.num_rows, batch.num_columns), (2, 6));
-        assert_eq!(row(&batch, &batch.input_ids, 0), [1, 4, 5, 6, 6, 7]);
+    fn padding_side_parsing() {
+        assert_eq!("left".parse::<PaddingSide>().unwrap(), PaddingSide::Left);
+        let error = "top".parse::<PaddingSide>().unwrap_err();
         assert_eq!(
-            label_row(&batch, 0),
-            [false, false, false, false, true, true]
+            error.to_string(),
+            "invalid padding_side \"top\": expected \"right\" or \"left\""
         );
-        assert_eq!(
-            row(&batch, &batch.input_ids, 1),
-            [1, 8, 7, 2, PAD as i64, PAD as i64]
-        );
-        assert_eq!(
-            label_row(&batch, 1),
-            [false, false, true, true, false, false]
-        );
-
-        let error = dataset.collate_pairs(&[0], &[0, 1], 1).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("prompt_indices 1, response_indices 2"),
-            "{error}"
-        );
-        assert!(dataset.collate_pairs(&[0], &[2], 1).is_err());
-    }
-
-    /// A small deterministic generator, so the property test needs no extra crate.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn below(&mut self, bound: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) % bound as u64) as usize
-        }
-
-        fn words(&mut self, max_words: usize) -> String {
-            let words = ["hello", "world", "how", "are", "you", "</s>", "<s>", "xyz"];
-            let count = self.below(max_words + 1);
-            (0..count)
-                .map(|_| words[self.below(words.len())])
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
-    }
-
-    #[test]
-    fn batch_invariants_on_random_pairs() {
-        let mut random = Lcg(17);
-        for case in 0..200 {
-            let adds_bos = random.below(2) == 1;
-            let tokenizer = word_tokenizer(adds_bos, random.below(2) == 1, Some(PAD));
-            let max_length = 2 + random.below(10);
-            let max_prompt_length = [None, Some(1 + random.below(6))][random.below(2)];
-            let mode = [TruncationMode::KeepEnd, TruncationMode::KeepStart][random.below(2)];
-            let count = 1 + random.below(8);
-            let prompts: Vec<String> = (0..count).map(|_| random.words(8)).collect();
-            let chosen: Vec<String> = (0..count).map(|_| random.words(6)).collect();
-            let rejected: Vec<String> = (0..count).map(|_| random.words(6)).collect();
-            let limits = limits(max_length, max_prompt_length, mode);
-
-            let dataset =
-                PairDataset::new(&tokenizer, &prompts, &chosen, &rejected, limits).unwrap();
-            assert_eq!(dataset.len() + dataset.num_dropped(), count, "case {case}");
-
-            let indices: Vec<usize> = (0..dataset.len()).collect();
-            let batch = dataset.collate(&indices, 1).unwrap();
-            let pairs = dataset.len();
-            assert!(batch.num_columns <= max_length, "case {case}");
-            for pair_index in 0..pairs {
-                let pair = dataset.pair(pair_index);
-                assert_eq!(pair.prompt.first(), Some(&BOS), "case {case}");
-                assert_eq!(
-                    pair.prompt.iter().take_while(|&&id| id == BOS).count(),
-                    1,
-                    "case {case}"
-                );
-                if let Some(max_prompt_length) = max_prompt_length {
-                    assert!(pair.prompt.len() <= max_prompt_length.max(1), "case {case}");
-                }
-                assert_ne!(pair.chosen, pair.rejected, "case {case}");
-
-                for (row_index, response) in [
-                    (pair_index, &pair.chosen),
-                    (pairs + pair_index, &pair.rejected),
-                ] {
-                    let ids = row(&batch, &batch.input_ids, row_index);
-                    let labels = label_row(&batch, row_index);
-                    let mask = row(&batch, &batch.attention_mask, row_index);
-                    let length = pair.prompt.len() + response.len();
-                    assert!(length <= max_length, "case {case}");
-                    assert!(!response.is_empty(), "case {case}");
-
-                    // Prompt tokens are the same in the chosen and rejected rows.
-                    let prompt_ids: Vec<i64> =
-                        pair.prompt.iter().map(|&id| i64::from(id)).collect();
-                    assert_eq!(
-                        &ids[..pair.prompt.len()],
-                        prompt_ids.as_slice(),
-                        "case {case}"
-                    );
-                    // Labels cover exactly the response, and the mask exactly the real tokens.
-                    for position in 0..batch.num_columns {
-                        let in_response = position >= pair.prompt.len() && position < length;
-                        assert_eq!(
-                            labels[position], in_response,
-                            "case {case} position {position}"
-                        );
-                        assert_eq!(mask[position], i64::from(position < length), "case {case}");
-                    }
-                }
-            }
-        }
     }
 }

@@ -66,6 +66,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A Parquet file could not be read or written: a bad footer, an unsupported codec or a
+    /// column type that has no text form.
+    #[error("{}: invalid Parquet: {message}", path.display())]
+    InvalidParquet { path: PathBuf, message: String },
+
+    /// A record was read but its content is unusable, for example an HH-RLHF conversation
+    /// without a final assistant turn.
+    #[error("{}: {location}: {message}", path.display())]
+    InvalidRecord {
+        path: PathBuf,
+        location: Location,
+        message: String,
+    },
+
     /// A requested column is absent from the header or from one record.
     #[error(
         "{}{}: no column {column:?}, the columns found are {found:?}",
@@ -95,6 +109,10 @@ pub enum Error {
         found: String,
     },
 
+    /// A chat template is missing, does not compile, or failed to render a conversation.
+    #[error("{context}: {message}")]
+    ChatTemplate { context: String, message: String },
+
     /// tokenizer.json could not be loaded, or encoding or decoding failed.
     #[error("{context}: {message}")]
     Tokenizer { context: String, message: String },
@@ -118,7 +136,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid_value(
+    /// Builds an [`Error::InvalidValue`].
+    pub fn invalid_value(
         name: &'static str,
         value: impl ToString,
         expected: impl Into<String>,

@@ -1,38 +1,49 @@
 //! Converts Anthropic HH-RLHF preference data to (prompt, chosen, rejected) records.
 //!
 //! Each HH-RLHF record contains two whole conversations, `chosen` and `rejected`, written as
-//! `\n\nHuman: ...\n\nAssistant: ...` turns. They share every turn but the last assistant turn.
-//! The last-turn rule keeps only the final exchange:
+//! `\n\nHuman: ...\n\nAssistant: ...` turns. A turn starts at a marker, `Human:` or
+//! `Assistant:`, that opens the text or follows a blank line (`\n\n`), so `Human:` inside the
+//! text of a turn is ordinary text. Text before the first marker, when not blank, is a human
+//! turn.
 //!
-//! - prompt: the last human turn of `chosen`, up to the next `\n\nAssistant:`, stripped. A
-//!   conversation without a human turn uses all the text before its last assistant turn.
-//! - chosen and rejected: the last assistant turn of each conversation, to its end, stripped.
+//! The split of a record:
 //!
-//! A turn starts only at a marker that follows a blank line, so `Human:` inside the text of a
-//! turn is ordinary text. A record is kept only when prompt, chosen and rejected are all
-//! non-empty; every other record is counted under its [`SkipReason`].
+//! 1. Both conversations must end with an assistant turn.
+//! 2. The shared prompt is the longest run of leading turns that are identical in both
+//!    conversations (same role, same text), cut back so that it ends with a human turn that an
+//!    assistant turn follows in both. A record without such a prompt is malformed.
+//! 3. Each response is the rest of its conversation after that human turn, stripped. It is
+//!    usually the final assistant turn. When the conversations part before their final turns,
+//!    the response keeps every later turn with its markers, so no character is lost.
+//! 4. The prompt is the text of the shared prompt's last human turn, stripped (`last-turn`), or
+//!    every turn of the shared prompt as `{role, content}` messages with stripped contents
+//!    (`full-context`), the form a chat template renders.
+//!
+//! A record whose prompt or response is empty is skipped and counted. A malformed record (bad
+//! JSON, bad UTF-8, a missing column, no final assistant turn, no shared prompt) is an error
+//! that names the file and line, or a counted skip under `skip_bad_records`.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::chat::{messages_to_json, Message};
 use crate::error::{Error, Location, Result};
-use crate::table::for_each_record;
+use crate::table::{for_each_record_lenient, Columns};
+use crate::table_writer::{self, ColumnValues};
 
-const HUMAN_MARKER: &str = "\n\nHuman:";
-const ASSISTANT_MARKER: &str = "\n\nAssistant:";
+const HUMAN_MARKER: &str = "Human:";
+const ASSISTANT_MARKER: &str = "Assistant:";
 
-/// The extensions that [`write_rows`] accepts.
-pub const SUPPORTED_OUTPUT_EXTENSIONS: &str = ".csv, .jsonl";
+pub use crate::table_writer::SUPPORTED_OUTPUT_EXTENSIONS;
 
 /// The layout of converted rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OutputFormat {
     /// One row per pair: `prompt`, `chosen`, `rejected`.
+    #[default]
     Dpo,
     /// Two rows per pair: `(prompt, chosen, true)` and `(prompt, rejected, false)`, in the
     /// columns `prompt`, `response`, `label`.
@@ -64,10 +75,53 @@ impl FromStr for OutputFormat {
     }
 }
 
-/// One record split by the last-turn rule.
+/// The content of a converted record's prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PromptMode {
+    /// The text of the last shared human turn.
+    #[default]
+    LastTurn,
+    /// Every shared turn, as messages for a chat template.
+    FullContext,
+}
+
+impl FromStr for PromptMode {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "last-turn" => Ok(PromptMode::LastTurn),
+            "full-context" => Ok(PromptMode::FullContext),
+            other => Err(Error::invalid_value(
+                "prompt",
+                format!("{other:?}"),
+                "\"last-turn\" or \"full-context\"",
+            )),
+        }
+    }
+}
+
+/// The prompt of a converted record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    Text(String),
+    Messages(Vec<Message>),
+}
+
+impl Prompt {
+    /// Returns the prompt as a table string: the text, or the compact JSON text of the messages.
+    pub fn to_text(&self) -> String {
+        match self {
+            Prompt::Text(text) => text.clone(),
+            Prompt::Messages(messages) => messages_to_json(messages).to_string(),
+        }
+    }
+}
+
+/// One record split into prompt and responses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreferencePair {
-    pub prompt: String,
+    pub prompt: Prompt,
     pub chosen: String,
     pub rejected: String,
 }
@@ -75,10 +129,13 @@ pub struct PreferencePair {
 /// The reason a record was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SkipReason {
-    /// `chosen` has no assistant turn after its last human turn.
+    /// `chosen` does not end with an assistant turn. Malformed.
     NoChosenAssistantTurn,
-    /// `rejected` has no assistant turn after its last human turn.
+    /// `rejected` does not end with an assistant turn. Malformed.
     NoRejectedAssistantTurn,
+    /// No human turn, followed by an assistant turn in both conversations, starts them alike.
+    /// Malformed.
+    NoSharedPrompt,
     EmptyPrompt,
     EmptyChosenResponse,
     EmptyRejectedResponse,
@@ -90,25 +147,40 @@ impl SkipReason {
         match self {
             SkipReason::NoChosenAssistantTurn => "no_chosen_assistant_turn",
             SkipReason::NoRejectedAssistantTurn => "no_rejected_assistant_turn",
+            SkipReason::NoSharedPrompt => "no_shared_prompt",
             SkipReason::EmptyPrompt => "empty_prompt",
             SkipReason::EmptyChosenResponse => "empty_chosen_response",
             SkipReason::EmptyRejectedResponse => "empty_rejected_response",
         }
     }
 
-    /// Returns a sentence for logs.
+    /// Returns a sentence for logs and error messages.
     pub fn describe(&self) -> &'static str {
         match self {
             SkipReason::NoChosenAssistantTurn => {
-                "no \"\\n\\nAssistant:\" turn after the last human turn of chosen"
+                "chosen does not end with an \"Assistant:\" turn after its last human turn"
             }
             SkipReason::NoRejectedAssistantTurn => {
-                "no \"\\n\\nAssistant:\" turn after the last human turn of rejected"
+                "rejected does not end with an \"Assistant:\" turn after its last human turn"
             }
-            SkipReason::EmptyPrompt => "the last human turn is empty",
-            SkipReason::EmptyChosenResponse => "the last assistant turn of chosen is empty",
-            SkipReason::EmptyRejectedResponse => "the last assistant turn of rejected is empty",
+            SkipReason::NoSharedPrompt => {
+                "chosen and rejected do not start with the same human turn followed by an \
+                 assistant turn"
+            }
+            SkipReason::EmptyPrompt => "the last shared human turn is empty",
+            SkipReason::EmptyChosenResponse => "the chosen response is empty",
+            SkipReason::EmptyRejectedResponse => "the rejected response is empty",
         }
+    }
+
+    /// Reports whether the record's structure is broken, as opposed to an empty part.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            SkipReason::NoChosenAssistantTurn
+                | SkipReason::NoRejectedAssistantTurn
+                | SkipReason::NoSharedPrompt
+        )
     }
 }
 
@@ -118,14 +190,108 @@ impl fmt::Display for SkipReason {
     }
 }
 
-/// Splits one record by the last-turn rule.
-pub fn split_last_turn(chosen: &str, rejected: &str) -> Result<PreferencePair, SkipReason> {
-    let (prompt, chosen_response) =
-        split_conversation(chosen).ok_or(SkipReason::NoChosenAssistantTurn)?;
-    let (_, rejected_response) =
-        split_conversation(rejected).ok_or(SkipReason::NoRejectedAssistantTurn)?;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Human,
+    Assistant,
+}
 
-    if prompt.is_empty() {
+/// One turn: its role and the byte range of its text, between its marker and the next one.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    role: Role,
+    start: usize,
+    end: usize,
+}
+
+/// Splits a conversation into turns at the markers that open the text or follow `\n\n`.
+fn parse_turns(conversation: &str) -> Vec<Turn> {
+    // Each marker: (where the marker starts, where its text starts, role).
+    let mut markers: Vec<(usize, usize, Role)> = Vec::new();
+    for (marker, role) in [
+        (HUMAN_MARKER, Role::Human),
+        (ASSISTANT_MARKER, Role::Assistant),
+    ] {
+        if conversation.starts_with(marker) {
+            markers.push((0, marker.len(), role));
+        }
+        let bytes = conversation.as_bytes();
+        for (position, _) in conversation.match_indices(marker) {
+            if position >= 2 && &bytes[position - 2..position] == b"\n\n" {
+                markers.push((position - 2, position + marker.len(), role));
+            }
+        }
+    }
+    // A marker ends with ':' and starts with '\n' or at 0, so two markers never overlap.
+    markers.sort_unstable_by_key(|&(start, _, _)| start);
+
+    let mut turns = Vec::with_capacity(markers.len() + 1);
+    let first_marker = markers
+        .first()
+        .map_or(conversation.len(), |marker| marker.0);
+    if !conversation[..first_marker].trim().is_empty() {
+        turns.push(Turn {
+            role: Role::Human,
+            start: 0,
+            end: first_marker,
+        });
+    }
+    for (index, &(_, text_start, role)) in markers.iter().enumerate() {
+        let end = markers
+            .get(index + 1)
+            .map_or(conversation.len(), |next| next.0);
+        turns.push(Turn {
+            role,
+            start: text_start,
+            end,
+        });
+    }
+    turns
+}
+
+/// Splits one record by the rules in the module documentation.
+pub fn split_record(
+    chosen: &str,
+    rejected: &str,
+    mode: PromptMode,
+) -> Result<PreferencePair, SkipReason> {
+    let chosen_turns = parse_turns(chosen);
+    let rejected_turns = parse_turns(rejected);
+    if chosen_turns.last().map(|turn| turn.role) != Some(Role::Assistant) {
+        return Err(SkipReason::NoChosenAssistantTurn);
+    }
+    if rejected_turns.last().map(|turn| turn.role) != Some(Role::Assistant) {
+        return Err(SkipReason::NoRejectedAssistantTurn);
+    }
+
+    let text = |conversation: &str, turn: &Turn| conversation[turn.start..turn.end].to_owned();
+    let same = |(a, b): &(&Turn, &Turn)| {
+        a.role == b.role && chosen[a.start..a.end] == rejected[b.start..b.end]
+    };
+    let num_shared = chosen_turns
+        .iter()
+        .zip(&rejected_turns)
+        .take_while(same)
+        .count();
+    // The prompt's length in turns: it ends with a human turn and an assistant turn follows
+    // in both conversations. Below num_shared the turns agree, so checking chosen suffices
+    // there.
+    let is_assistant = |turns: &[Turn], index: usize| {
+        turns.get(index).map(|turn| turn.role) == Some(Role::Assistant)
+    };
+    let prompt_length = (1..=num_shared).rev().find(|&length| {
+        chosen_turns[length - 1].role == Role::Human
+            && is_assistant(&chosen_turns, length)
+            && is_assistant(&rejected_turns, length)
+    });
+    let Some(prompt_length) = prompt_length else {
+        return Err(SkipReason::NoSharedPrompt);
+    };
+
+    let last_human = text(chosen, &chosen_turns[prompt_length - 1]);
+    let chosen_response = chosen[chosen_turns[prompt_length].start..].trim();
+    let rejected_response = rejected[rejected_turns[prompt_length].start..].trim();
+    if last_human.trim().is_empty() {
         return Err(SkipReason::EmptyPrompt);
     }
     if chosen_response.is_empty() {
@@ -134,58 +300,96 @@ pub fn split_last_turn(chosen: &str, rejected: &str) -> Result<PreferencePair, S
     if rejected_response.is_empty() {
         return Err(SkipReason::EmptyRejectedResponse);
     }
+
+    let prompt = match mode {
+        PromptMode::LastTurn => Prompt::Text(last_human.trim().to_owned()),
+        PromptMode::FullContext => Prompt::Messages(
+            chosen_turns[..prompt_length]
+                .iter()
+                .map(|turn| {
+                    let role = match turn.role {
+                        Role::Human => "user",
+                        Role::Assistant => "assistant",
+                    };
+                    Message::new(role, chosen[turn.start..turn.end].trim())
+                })
+                .collect(),
+        ),
+    };
     Ok(PreferencePair {
-        prompt: prompt.to_owned(),
+        prompt,
         chosen: chosen_response.to_owned(),
         rejected: rejected_response.to_owned(),
     })
 }
 
-/// Returns the stripped (last human turn, last assistant turn) of a conversation, or `None`
-/// when no assistant turn follows the last human turn.
-fn split_conversation(conversation: &str) -> Option<(&str, &str)> {
-    let assistant_start = conversation.rfind(ASSISTANT_MARKER)?;
-    let human_start = conversation.rfind(HUMAN_MARKER);
-
-    let prompt = match human_start {
-        Some(human_start) if human_start > assistant_start => return None,
-        Some(human_start) => {
-            let turn = &conversation[human_start + HUMAN_MARKER.len()..];
-            // The last assistant marker follows, so the search always succeeds.
-            let end = turn.find(ASSISTANT_MARKER).unwrap_or(turn.len());
-            &turn[..end]
-        }
-        None => &conversation[..assistant_start],
-    };
-    // No human marker follows the last assistant marker, so the turn runs to the end.
-    let response = &conversation[assistant_start + ASSISTANT_MARKER.len()..];
-    Some((prompt.trim(), response.trim()))
+/// Splits one record by the last-turn rule.
+pub fn split_last_turn(chosen: &str, rejected: &str) -> Result<PreferencePair, SkipReason> {
+    split_record(chosen, rejected, PromptMode::LastTurn)
 }
 
 /// Settings of one conversion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConvertOptions {
     pub format: OutputFormat,
     /// Stop after this many kept pairs. Under [`OutputFormat::Kto`] each pair gives two rows.
     pub max_samples: Option<usize>,
+    pub prompt: PromptMode,
+    /// Count malformed records as skips instead of failing on the first one.
+    pub skip_bad_records: bool,
 }
 
-/// The result of a conversion: the rows and the counts for its summary.
+/// The result of a conversion: the pairs and the counts for its summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversion {
-    /// Column names, as [`OutputFormat::columns`] gives them.
-    pub columns: Vec<String>,
-    /// One entry per output row, in the order of `columns`. KTO labels are "true" or "false".
-    pub rows: Vec<Vec<String>>,
-    /// Input records read.
+    pub format: OutputFormat,
+    pub pairs: Vec<PreferencePair>,
+    /// Input records read, good or bad.
     pub num_read: usize,
     /// Input records kept.
     pub num_kept: usize,
-    /// Skipped input records per [`SkipReason::as_str`].
+    /// Skipped input records per reason: a [`SkipReason::as_str`], or for a record that could
+    /// not be read `invalid_json`, `invalid_utf8`, `invalid_csv` or `missing_column`.
     pub skip_reasons: BTreeMap<String, usize>,
 }
 
 impl Conversion {
+    /// Returns the column names, as [`OutputFormat::columns`] gives them.
+    pub fn columns(&self) -> Vec<String> {
+        self.format
+            .columns()
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    /// Returns the number of output rows: one per pair, or two under KTO.
+    pub fn num_rows(&self) -> usize {
+        match self.format {
+            OutputFormat::Dpo => self.pairs.len(),
+            OutputFormat::Kto => 2 * self.pairs.len(),
+        }
+    }
+
+    /// Returns the output rows as strings, in the order of [`Self::columns`]. A prompt of
+    /// messages is its JSON text, and a KTO label `"true"` or `"false"`.
+    pub fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = Vec::with_capacity(self.num_rows());
+        for pair in &self.pairs {
+            let prompt = pair.prompt.to_text();
+            match self.format {
+                OutputFormat::Dpo => {
+                    rows.push(vec![prompt, pair.chosen.clone(), pair.rejected.clone()])
+                }
+                OutputFormat::Kto => {
+                    rows.push(vec![prompt.clone(), pair.chosen.clone(), "true".into()]);
+                    rows.push(vec![prompt, pair.rejected.clone(), "false".into()]);
+                }
+            }
+        }
+        rows
+    }
+
     pub fn num_skipped(&self) -> usize {
         self.skip_reasons.values().sum()
     }
@@ -196,7 +400,7 @@ impl Conversion {
             "read {} records, kept {}, wrote {} rows, skipped {}",
             self.num_read,
             self.num_kept,
-            self.rows.len(),
+            self.num_rows(),
             self.num_skipped()
         );
         if !self.skip_reasons.is_empty() {
@@ -209,20 +413,41 @@ impl Conversion {
         }
         summary
     }
+
+    /// Counts one skip and logs the first three of each reason with the record's location.
+    fn record_skip(&mut self, reason: &str, message: impl FnOnce() -> String, malformed: bool) {
+        let count = self.skip_reasons.entry(reason.to_owned()).or_insert(0);
+        *count += 1;
+        if *count <= 3 {
+            if malformed {
+                log::warn!("skipped a malformed record: {}", message());
+            } else {
+                log::debug!("skipped: {}", message());
+            }
+        }
+    }
 }
 
 /// Reads HH-RLHF records from `input` (any format that `read_table` reads, usually
-/// `.jsonl.gz`) and converts them by the last-turn rule.
+/// `.jsonl.gz`) and converts them.
 pub fn convert(input: &Path, options: ConvertOptions) -> Result<Conversion> {
+    convert_with_progress(input, options, &mut |_| {})
+}
+
+/// How often [`convert_with_progress`] reports, in records read.
+pub const PROGRESS_INTERVAL: usize = 50_000;
+
+/// Converts like [`convert`] and calls `progress` with the number of records read after every
+/// [`PROGRESS_INTERVAL`] records.
+pub fn convert_with_progress(
+    input: &Path,
+    options: ConvertOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Conversion> {
     let columns = ["chosen".to_owned(), "rejected".to_owned()];
     let mut conversion = Conversion {
-        columns: options
-            .format
-            .columns()
-            .iter()
-            .map(|column| column.to_string())
-            .collect(),
-        rows: Vec::new(),
+        format: options.format,
+        pairs: Vec::new(),
         num_read: 0,
         num_kept: 0,
         skip_reasons: BTreeMap::new(),
@@ -231,135 +456,152 @@ pub fn convert(input: &Path, options: ConvertOptions) -> Result<Conversion> {
         return Ok(conversion);
     }
 
-    for_each_record(input, &columns, |location, record| {
+    let mut failure: Option<Error> = None;
+    let read = for_each_record_lenient(input, Columns::Named(&columns), |location, record| {
         conversion.num_read += 1;
-        match split_last_turn(&record[0], &record[1]) {
-            Ok(pair) => {
-                conversion.num_kept += 1;
-                push_rows(&mut conversion.rows, pair, options.format);
+        if conversion.num_read.is_multiple_of(PROGRESS_INTERVAL) {
+            progress(conversion.num_read);
+        }
+        let outcome = match record {
+            Ok(record) => convert_record(input, location, &record, options, &mut conversion),
+            Err(error) => Err((unreadable_reason(&error), error)),
+        };
+        if let Err((reason, error)) = outcome {
+            if !options.skip_bad_records {
+                failure = Some(error);
+                return ControlFlow::Break(());
             }
-            Err(reason) => record_skip(&mut conversion, input, location, reason),
+            conversion.record_skip(reason, || error.to_string(), true);
         }
 
         match options.max_samples {
             Some(max_samples) if conversion.num_kept >= max_samples => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
-    })?;
+    });
+    read?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
 
     log::info!("converted {}: {}", input.display(), conversion.summary());
     Ok(conversion)
 }
 
-fn push_rows(rows: &mut Vec<Vec<String>>, pair: PreferencePair, format: OutputFormat) {
-    match format {
-        OutputFormat::Dpo => rows.push(vec![pair.prompt, pair.chosen, pair.rejected]),
-        OutputFormat::Kto => {
-            rows.push(vec![pair.prompt.clone(), pair.chosen, "true".to_owned()]);
-            rows.push(vec![pair.prompt, pair.rejected, "false".to_owned()]);
+/// Splits one record into `conversion`. Returns the skip reason and the error of a malformed
+/// record, which the caller reports or counts.
+fn convert_record(
+    input: &Path,
+    location: Location,
+    record: &[String],
+    options: ConvertOptions,
+    conversion: &mut Conversion,
+) -> Result<(), (&'static str, Error)> {
+    match split_record(&record[0], &record[1], options.prompt) {
+        Ok(pair) => {
+            conversion.num_kept += 1;
+            conversion.pairs.push(pair);
+            Ok(())
+        }
+        Err(reason) if reason.is_malformed() => {
+            let error = Error::InvalidRecord {
+                path: input.to_path_buf(),
+                location,
+                message: format!(
+                    "invalid HH-RLHF record: {}; pass skip_bad_records (--skip-bad-records) \
+                     to skip such records",
+                    reason.describe()
+                ),
+            };
+            Err((reason.as_str(), error))
+        }
+        Err(reason) => {
+            let message = || format!("{}: {location}: {}", input.display(), reason.describe());
+            conversion.record_skip(reason.as_str(), message, false);
+            Ok(())
         }
     }
 }
 
-fn record_skip(conversion: &mut Conversion, input: &Path, location: Location, reason: SkipReason) {
-    let count = conversion
-        .skip_reasons
-        .entry(reason.as_str().to_owned())
-        .or_insert(0);
-    *count += 1;
-    // The first three skips of each reason are logged with their location, the rest only counted.
-    if *count <= 3 {
-        log::debug!(
-            "HH-RLHF {} {location}: skipped, {}",
-            input.display(),
-            reason.describe()
-        );
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutputFile {
-    Csv,
-    JsonLines,
-}
-
-fn output_file(output: &Path) -> Result<OutputFile> {
-    let name = output
-        .file_name()
-        .map(|name| name.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    if name.ends_with(".csv") {
-        Ok(OutputFile::Csv)
-    } else if name.ends_with(".jsonl") {
-        Ok(OutputFile::JsonLines)
-    } else {
-        Err(Error::UnsupportedExtension {
-            path: output.to_path_buf(),
-            supported: SUPPORTED_OUTPUT_EXTENSIONS,
-        })
+/// Returns the skip reason of a record that could not be read.
+fn unreadable_reason(error: &Error) -> &'static str {
+    match error {
+        Error::InvalidJson { .. } => "invalid_json",
+        Error::InvalidUtf8 { .. } => "invalid_utf8",
+        Error::InvalidCsv { .. } => "invalid_csv",
+        Error::MissingColumn { .. } => "missing_column",
+        _ => "invalid_record",
     }
 }
 
 /// Checks that [`write_rows`] supports the extension of `output`, so that a caller can fail
 /// before reading the input.
 pub fn check_output_path(output: &Path) -> Result<()> {
-    output_file(output).map(|_| ())
+    table_writer::check_output_path(output)
 }
 
-/// Writes the rows of `conversion` to `output` as CSV or JSON Lines, by its extension.
-/// In JSON Lines the KTO label is a JSON boolean.
-pub fn write_rows(conversion: &Conversion, output: &Path, format: OutputFormat) -> Result<()> {
-    let io_error = |source| Error::io(output, source);
-
-    match output_file(output)? {
-        OutputFile::Csv => {
-            let mut writer =
-                csv::Writer::from_path(output).map_err(|error| csv_write_error(output, error))?;
-            writer
-                .write_record(&conversion.columns)
-                .map_err(|error| csv_write_error(output, error))?;
-            for row in &conversion.rows {
-                writer
-                    .write_record(row)
-                    .map_err(|error| csv_write_error(output, error))?;
+/// Writes the rows of `conversion` to `output` as CSV, JSON Lines or Parquet, by its
+/// extension, creating the parent folder when it is missing. A prompt of messages is a JSON
+/// string in CSV, a JSON array in JSON Lines and a list of structs in Parquet. The KTO label
+/// is a boolean in JSON Lines and Parquet.
+pub fn write_rows(conversion: &Conversion, output: &Path) -> Result<()> {
+    let pairs = &conversion.pairs;
+    let texts: Vec<String>;
+    let prompt_texts: Vec<&str>;
+    let prompt_messages: Vec<&[Message]>;
+    let prompt = if pairs
+        .iter()
+        .all(|pair| matches!(pair.prompt, Prompt::Messages(_)))
+        && !pairs.is_empty()
+    {
+        fn messages(pair: &PreferencePair) -> &[Message] {
+            match &pair.prompt {
+                Prompt::Messages(messages) => messages,
+                Prompt::Text(_) => unreachable!("every prompt is messages"),
             }
-            writer.flush().map_err(io_error)?;
         }
-        OutputFile::JsonLines => {
-            let file = File::create(output).map_err(io_error)?;
-            let mut writer = BufWriter::new(file);
-            for row in &conversion.rows {
-                let line = json_line(&conversion.columns, row, format);
-                writeln!(writer, "{line}").map_err(io_error)?;
-            }
-            writer.flush().map_err(io_error)?;
-        }
-    }
-    Ok(())
-}
-
-fn json_line(columns: &[String], row: &[String], format: OutputFormat) -> serde_json::Value {
-    let mut object = serde_json::Map::new();
-    for (column, value) in columns.iter().zip(row) {
-        let value = if format == OutputFormat::Kto && column == "label" {
-            serde_json::Value::Bool(value == "true")
-        } else {
-            serde_json::Value::String(value.clone())
+        prompt_messages = match conversion.format {
+            OutputFormat::Dpo => pairs.iter().map(messages).collect(),
+            OutputFormat::Kto => pairs.iter().flat_map(|p| [messages(p); 2]).collect(),
         };
-        object.insert(column.clone(), value);
-    }
-    serde_json::Value::Object(object)
-}
+        ColumnValues::Messages(&prompt_messages)
+    } else {
+        texts = pairs.iter().map(|pair| pair.prompt.to_text()).collect();
+        prompt_texts = match conversion.format {
+            OutputFormat::Dpo => texts.iter().map(String::as_str).collect(),
+            OutputFormat::Kto => texts.iter().flat_map(|t| [t.as_str(); 2]).collect(),
+        };
+        ColumnValues::Text(&prompt_texts)
+    };
 
-fn csv_write_error(path: &Path, error: csv::Error) -> Error {
-    let message = error.to_string();
-    match error.into_kind() {
-        csv::ErrorKind::Io(source) => Error::io(path, source),
-        _ => Error::InvalidCsv {
-            path: path.to_path_buf(),
-            line: 0,
-            message,
-        },
+    match conversion.format {
+        OutputFormat::Dpo => {
+            let chosen: Vec<&str> = pairs.iter().map(|pair| pair.chosen.as_str()).collect();
+            let rejected: Vec<&str> = pairs.iter().map(|pair| pair.rejected.as_str()).collect();
+            table_writer::write_table(
+                output,
+                &[
+                    ("prompt", prompt),
+                    ("chosen", ColumnValues::Text(&chosen)),
+                    ("rejected", ColumnValues::Text(&rejected)),
+                ],
+            )
+        }
+        OutputFormat::Kto => {
+            let responses: Vec<&str> = pairs
+                .iter()
+                .flat_map(|pair| [pair.chosen.as_str(), pair.rejected.as_str()])
+                .collect();
+            let labels: Vec<bool> = pairs.iter().flat_map(|_| [true, false]).collect();
+            table_writer::write_table(
+                output,
+                &[
+                    ("prompt", prompt),
+                    ("response", ColumnValues::Text(&responses)),
+                    ("label", ColumnValues::Bool(&labels)),
+                ],
+            )
+        }
     }
 }
 
@@ -367,9 +609,9 @@ fn csv_write_error(path: &Path, error: csv::Error) -> Error {
 mod tests {
     use super::*;
 
-    fn pair(prompt: &str, chosen: &str, rejected: &str) -> PreferencePair {
+    fn text_pair(prompt: &str, chosen: &str, rejected: &str) -> PreferencePair {
         PreferencePair {
-            prompt: prompt.into(),
+            prompt: Prompt::Text(prompt.into()),
             chosen: chosen.into(),
             rejected: rejected.into(),
         }
@@ -382,7 +624,29 @@ mod tests {
 
         assert_eq!(
             split_last_turn(chosen, rejected),
-            Ok(pair("What is 2+2?", "4.", "5"))
+            Ok(text_pair("What is 2+2?", "4.", "5"))
+        );
+    }
+
+    #[test]
+    fn full_context_keeps_turns() {
+        let chosen = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: What is 2+2? \n\nAssistant: 4.";
+        let rejected = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: What is 2+2? \n\nAssistant: 5";
+
+        let pair = split_record(chosen, rejected, PromptMode::FullContext).unwrap();
+
+        assert_eq!(
+            pair.prompt,
+            Prompt::Messages(vec![
+                Message::new("user", "Hi"),
+                Message::new("assistant", "Hello!"),
+                Message::new("user", "What is 2+2?"),
+            ])
+        );
+        assert_eq!((pair.chosen.as_str(), pair.rejected.as_str()), ("4.", "5"));
+        assert_eq!(
+            pair.prompt.to_text(),
+            r#"[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello!"},{"role":"user","content":"What is 2+2?"}]"#
         );
     }
 
@@ -394,7 +658,10 @@ mod tests {
 
         let split = split_last_turn(chosen, rejected).unwrap();
 
-        assert_eq!(split.prompt, "Quote \"Human: be kind\" please");
+        assert_eq!(
+            split.prompt,
+            Prompt::Text("Quote \"Human: be kind\" please".into())
+        );
         assert_eq!(split.chosen, "Sure. Human: be kind");
         assert_eq!(split.rejected, "No.\nHuman: no");
     }
@@ -406,8 +673,51 @@ mod tests {
 
         assert_eq!(
             split_last_turn(chosen, rejected),
-            Ok(pair("List two", "1. a\n\n2. b", "no"))
+            Ok(text_pair("List two", "1. a\n\n2. b", "no"))
         );
+    }
+
+    #[test]
+    fn early_divergence_keeps_later_turns() {
+        // Chosen repeats the assistant marker, so the two part inside the final exchange.
+        let chosen = "\n\nHuman: Q\n\nAssistant: First part.\n\nAssistant: Second part.";
+        let rejected = "\n\nHuman: Q\n\nAssistant: Other.";
+
+        assert_eq!(
+            split_last_turn(chosen, rejected),
+            Ok(text_pair(
+                "Q",
+                "First part.\n\nAssistant: Second part.",
+                "Other."
+            ))
+        );
+    }
+
+    #[test]
+    fn divergence_at_human_turn_cuts_back() {
+        let chosen = "\n\nHuman: A\n\nAssistant: B\n\nHuman: C1\n\nAssistant: D1";
+        let rejected = "\n\nHuman: A\n\nAssistant: B\n\nHuman: C2\n\nAssistant: D2";
+
+        let pair = split_record(chosen, rejected, PromptMode::FullContext).unwrap();
+
+        assert_eq!(
+            pair.prompt,
+            Prompt::Messages(vec![Message::new("user", "A")])
+        );
+        assert_eq!(pair.chosen, "B\n\nHuman: C1\n\nAssistant: D1");
+        assert_eq!(pair.rejected, "B\n\nHuman: C2\n\nAssistant: D2");
+    }
+
+    #[test]
+    fn no_shared_prompt_is_malformed() {
+        let error = split_last_turn(
+            "\n\nHuman: A\n\nAssistant: B",
+            "\n\nHuman: X\n\nAssistant: B",
+        );
+
+        assert_eq!(error, Err(SkipReason::NoSharedPrompt));
+        assert!(SkipReason::NoSharedPrompt.is_malformed());
+        assert!(!SkipReason::EmptyPrompt.is_malformed());
     }
 
     #[test]
@@ -427,6 +737,10 @@ mod tests {
             split_last_turn(with_reply, "plain text"),
             Err(SkipReason::NoRejectedAssistantTurn)
         );
+        assert_eq!(
+            split_last_turn("", ""),
+            Err(SkipReason::NoChosenAssistantTurn)
+        );
     }
 
     #[test]
@@ -434,7 +748,10 @@ mod tests {
         let good = "\n\nHuman: Hi\n\nAssistant: Hello";
 
         assert_eq!(
-            split_last_turn("\n\nHuman:  \n\nAssistant: x", good),
+            split_last_turn(
+                "\n\nHuman:  \n\nAssistant: x",
+                "\n\nHuman:  \n\nAssistant: y"
+            ),
             Err(SkipReason::EmptyPrompt)
         );
         assert_eq!(
@@ -448,24 +765,49 @@ mod tests {
     }
 
     #[test]
-    fn no_human_turn_uses_text_before_reply() {
+    fn text_before_first_marker_is_human_turn() {
         let chosen = "Summarize this.\n\nAssistant: Short.";
         let rejected = "Summarize this.\n\nAssistant: Long.";
 
         assert_eq!(
             split_last_turn(chosen, rejected),
-            Ok(pair("Summarize this.", "Short.", "Long."))
+            Ok(text_pair("Summarize this.", "Short.", "Long."))
+        );
+        // A marker at the very start counts without a blank line before it.
+        assert_eq!(
+            split_last_turn("Human: Q\n\nAssistant: A", "Human: Q\n\nAssistant: B"),
+            Ok(text_pair("Q", "A", "B"))
         );
     }
 
     #[test]
-    fn output_format_parsing() {
+    fn three_newlines_before_marker() {
+        let chosen = "\n\nHuman: Q\n\n\nAssistant: A";
+        let rejected = "\n\nHuman: Q\n\n\nAssistant: B";
+
+        assert_eq!(
+            split_last_turn(chosen, rejected),
+            Ok(text_pair("Q", "A", "B"))
+        );
+    }
+
+    #[test]
+    fn option_parsing() {
         assert_eq!("dpo".parse::<OutputFormat>().unwrap(), OutputFormat::Dpo);
         assert_eq!("kto".parse::<OutputFormat>().unwrap(), OutputFormat::Kto);
         let error = "orpo".parse::<OutputFormat>().unwrap_err();
         assert_eq!(
             error.to_string(),
             "invalid format \"orpo\": expected \"dpo\" or \"kto\""
+        );
+        assert_eq!(
+            "full-context".parse::<PromptMode>().unwrap(),
+            PromptMode::FullContext
+        );
+        let error = "all".parse::<PromptMode>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid prompt \"all\": expected \"last-turn\" or \"full-context\""
         );
     }
 }

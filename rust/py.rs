@@ -19,10 +19,16 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::batch::{check_indices, Batch, LengthLimits, PairDataset, ResponseDataset};
+use crate::batch::{
+    check_indices, Batch, LengthLimits, PaddingSide, PairDataset, PromptDataset, ResponseDataset,
+    TruncationMode,
+};
+use crate::batch_order::{padding_fraction, BatchOrderOptions, RecordSize};
+use crate::chat::ChatTemplate;
 use crate::error::Error;
-use crate::hh_rlhf::{self, ConvertOptions, OutputFormat};
+use crate::hh_rlhf::{self, ConvertOptions, OutputFormat, PromptMode};
 use crate::table;
+use crate::table_writer::{self, ColumnValues};
 use crate::tokenize::{SpecialToken, SpecialTokens, TextTokenizer};
 
 impl From<Error> for PyErr {
@@ -48,6 +54,9 @@ impl From<Error> for PyErr {
             | Error::InvalidUtf8 { .. }
             | Error::InvalidJson { .. }
             | Error::InvalidCsv { .. }
+            | Error::InvalidParquet { .. }
+            | Error::InvalidRecord { .. }
+            | Error::ChatTemplate { .. }
             | Error::Tokenizer { .. }
             | Error::InvalidValue { .. } => PyValueError::new_err(message),
         }
@@ -150,6 +159,36 @@ impl PyTokenizer {
         Ok(py.detach(|| self.inner.decode(&ids, skip_special_tokens))?)
     }
 
+    /// The tokenizer's own chat template text, or None when it has none.
+    #[getter]
+    fn chat_template(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let found = py.detach(|| crate::chat::find_template_source(self.inner.path()))?;
+        Ok(found.map(|(source, _)| source))
+    }
+
+    #[pyo3(signature = (conversation, add_generation_prompt = true, chat_template = None))]
+    fn apply_chat_template(
+        &self,
+        py: Python<'_>,
+        conversation: &Bound<'_, PyAny>,
+        add_generation_prompt: bool,
+        chat_template: Option<String>,
+    ) -> PyResult<String> {
+        let conversation = conversation_text(conversation)?;
+        let rendered = py.detach(|| -> Result<String, Error> {
+            let template = self.inner.chat_template(chat_template.as_deref())?;
+            match crate::chat::parse_conversation(&conversation) {
+                Some(messages) => template.render(&messages, add_generation_prompt),
+                None if add_generation_prompt => template.render_prompt(&conversation),
+                None => {
+                    let message = serde_json::json!({"role": "user", "content": conversation});
+                    template.render(&[message], false)
+                }
+            }
+        })?;
+        Ok(rendered)
+    }
+
     fn __repr__(&self) -> String {
         let python_id = |id: Option<u32>| id.map_or("None".to_owned(), |id| id.to_string());
         format!(
@@ -163,14 +202,38 @@ impl PyTokenizer {
     }
 }
 
-/// Reads the requested columns of a CSV, JSON Lines or JSON file as lists of strings.
+/// Returns the text of a conversation argument: a string as it is, anything else (a list of
+/// message dicts) as its JSON text.
+fn conversation_text(conversation: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(text) = conversation.extract::<String>() {
+        return Ok(text);
+    }
+    let json = conversation.py().import("json")?;
+    json.call_method1("dumps", (conversation,))
+        .and_then(|text| text.extract::<String>())
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "conversation must be a string or a list of message dicts, found {}",
+                conversation
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_owned(), |name| name.to_string())
+            ))
+        })
+}
+
+/// Reads the requested columns, or all of them in file order, as lists of strings.
 #[pyfunction]
+#[pyo3(signature = (path, columns = None))]
 fn read_table<'py>(
     py: Python<'py>,
     path: PathBuf,
-    columns: Vec<String>,
+    columns: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let table = py.detach(|| table::read_table(&path, &columns))?;
+    let table = py.detach(|| match &columns {
+        Some(columns) => table::read_table(&path, columns),
+        None => table::read_all_columns(&path),
+    })?;
     let dict = PyDict::new(py);
     for (column, values) in table.columns.into_iter().zip(table.values) {
         dict.set_item(column, values)?;
@@ -178,17 +241,59 @@ fn read_table<'py>(
     Ok(dict)
 }
 
-/// Converts HH-RLHF records by the last-turn rule and writes them to `output` if given.
+/// Returns the column names of a file in file order.
 #[pyfunction]
-#[pyo3(signature = (input, output = None, format = "dpo", max_samples = None))]
+fn list_columns(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
+    Ok(py.detach(|| table::list_columns(&path))?)
+}
+
+/// Writes string columns to a CSV, JSON Lines or Parquet file.
+#[pyfunction]
+fn write_table(py: Python<'_>, path: PathBuf, columns: &Bound<'_, PyDict>) -> PyResult<()> {
+    let mut owned: Vec<(String, Vec<String>)> = Vec::with_capacity(columns.len());
+    for (name, values) in columns.iter() {
+        let name: String = name
+            .extract()
+            .map_err(|_| PyTypeError::new_err("write_table: column names must be strings"))?;
+        let values: Vec<String> = values.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "write_table: column {name:?} must be a list of strings"
+            ))
+        })?;
+        owned.push((name, values));
+    }
+    py.detach(|| {
+        let texts: Vec<Vec<&str>> = owned
+            .iter()
+            .map(|(_, values)| values.iter().map(String::as_str).collect())
+            .collect();
+        let columns: Vec<(&str, ColumnValues<'_>)> = owned
+            .iter()
+            .zip(&texts)
+            .map(|((name, _), values)| (name.as_str(), ColumnValues::Text(values)))
+            .collect();
+        table_writer::write_table(&path, &columns)
+    })?;
+    Ok(())
+}
+
+/// Converts HH-RLHF records and writes them to `output` if given.
+#[pyfunction]
+#[pyo3(signature = (
+    input, output = None, format = "dpo", max_samples = None, prompt = "last-turn",
+    skip_bad_records = false
+))]
 fn convert_hh_rlhf<'py>(
     py: Python<'py>,
     input: PathBuf,
     output: Option<PathBuf>,
     format: &str,
     max_samples: Option<i64>,
+    prompt: &str,
+    skip_bad_records: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let format: OutputFormat = format.parse()?;
+    let prompt: PromptMode = prompt.parse()?;
     let max_samples = max_samples
         .map(|value| to_usize("max_samples", value))
         .transpose()?;
@@ -197,36 +302,33 @@ fn convert_hh_rlhf<'py>(
         hh_rlhf::check_output_path(output)?;
     }
 
-    let conversion = py.detach(|| -> Result<_, Error> {
-        let conversion = hh_rlhf::convert(
-            &input,
-            ConvertOptions {
-                format,
-                max_samples,
-            },
-        )?;
+    let options = ConvertOptions {
+        format,
+        max_samples,
+        prompt,
+        skip_bad_records,
+    };
+    let (conversion, rows) = py.detach(|| -> Result<_, Error> {
+        let conversion = hh_rlhf::convert(&input, options)?;
         if let Some(output) = &output {
-            hh_rlhf::write_rows(&conversion, output, format)?;
+            hh_rlhf::write_rows(&conversion, output)?;
         }
-        Ok(conversion)
+        let rows = conversion.rows();
+        Ok((conversion, rows))
     })?;
 
-    let rows = PyDict::new(py);
-    for (position, column) in conversion.columns.iter().enumerate() {
-        let values: Vec<&str> = conversion
-            .rows
-            .iter()
-            .map(|row| row[position].as_str())
-            .collect();
-        rows.set_item(column, values)?;
+    let columns = PyDict::new(py);
+    for (position, column) in conversion.columns().iter().enumerate() {
+        let values: Vec<&str> = rows.iter().map(|row| row[position].as_str()).collect();
+        columns.set_item(column, values)?;
     }
     let summary = PyDict::new(py);
     summary.set_item("read", conversion.num_read)?;
     summary.set_item("kept", conversion.num_kept)?;
-    summary.set_item("written", conversion.rows.len())?;
+    summary.set_item("written", conversion.num_rows())?;
     summary.set_item("skipped", conversion.num_skipped())?;
     summary.set_item("skip_reasons", &conversion.skip_reasons)?;
-    summary.set_item("rows", rows)?;
+    summary.set_item("rows", columns)?;
     Ok(summary)
 }
 
@@ -251,9 +353,11 @@ fn extract_indices(indices: &Bound<'_, PyAny>, len: usize) -> PyResult<Vec<usize
 
 fn batch_to_dict<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict>> {
     let shape = (batch.num_rows, batch.num_columns);
+    // into_pyarray hands each Vec's buffer to numpy without a copy.
     let as_array = |values| Array2::from_shape_vec(shape, values).expect("the batch is B * T long");
     let input_ids: Bound<'py, PyArray2<i64>> = as_array(batch.input_ids).into_pyarray(py);
     let attention_mask: Bound<'py, PyArray2<i64>> = as_array(batch.attention_mask).into_pyarray(py);
+    let position_ids: Bound<'py, PyArray2<i64>> = as_array(batch.position_ids).into_pyarray(py);
     let label_mask = Array2::from_shape_vec(shape, batch.label_mask)
         .expect("the batch is B * T long")
         .into_pyarray(py);
@@ -262,7 +366,91 @@ fn batch_to_dict<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDi
     dict.set_item("input_ids", input_ids)?;
     dict.set_item("attention_mask", attention_mask)?;
     dict.set_item("label_mask", label_mask)?;
+    dict.set_item("position_ids", position_ids)?;
     Ok(dict)
+}
+
+/// The `chat_template` argument of the dataset classes: None or False for none, True for the
+/// tokenizer's own template, or the template text.
+enum TemplateArgument {
+    None,
+    Tokenizer,
+    Source(String),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TemplateArgument {
+    type Error = PyErr;
+
+    fn extract(object: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if object.is_none() {
+            return Ok(TemplateArgument::None);
+        }
+        if let Ok(flag) = object.extract::<bool>() {
+            return Ok(if flag {
+                TemplateArgument::Tokenizer
+            } else {
+                TemplateArgument::None
+            });
+        }
+        match object.extract::<String>() {
+            Ok(source) => Ok(TemplateArgument::Source(source)),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "chat_template must be None, a bool or the template text, found {}",
+                object.get_type().name()?
+            ))),
+        }
+    }
+}
+
+impl TemplateArgument {
+    fn compile(&self, tokenizer: &TextTokenizer) -> Result<Option<ChatTemplate>, Error> {
+        match self {
+            TemplateArgument::None => Ok(None),
+            TemplateArgument::Tokenizer => tokenizer.chat_template(None).map(Some),
+            TemplateArgument::Source(source) => tokenizer.chat_template(Some(source)).map(Some),
+        }
+    }
+}
+
+fn batch_order_options(
+    batch_size: i64,
+    seed: u64,
+    shuffle: bool,
+    group_by_length: bool,
+    drop_last: bool,
+) -> Result<BatchOrderOptions, Error> {
+    Ok(BatchOrderOptions {
+        batch_size: to_usize("batch_size", batch_size)?,
+        seed,
+        shuffle,
+        group_by_length,
+        drop_last,
+    })
+}
+
+fn batches_to_list<'py>(
+    py: Python<'py>,
+    batches: Vec<Vec<usize>>,
+) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
+    Ok(batches
+        .into_iter()
+        .map(|batch| usize_array(py, &batch))
+        .collect())
+}
+
+/// Returns the padding share of `batches`, each a list or array of indices.
+fn batches_padding_fraction(
+    py: Python<'_>,
+    batches: &Bound<'_, PyAny>,
+    sizes: Vec<RecordSize>,
+    pad_to_multiple_of: i64,
+) -> PyResult<f64> {
+    let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
+    let mut all = Vec::new();
+    for batch in batches.try_iter()? {
+        all.push(extract_indices(&batch?, sizes.len())?);
+    }
+    Ok(py.detach(|| padding_fraction(&all, &sizes, pad_to_multiple_of))?)
 }
 
 fn usize_array<'py>(py: Python<'py>, values: &[usize]) -> Bound<'py, PyArray1<i64>> {
@@ -282,17 +470,80 @@ fn length_limits(
     LengthLimits::new(max_length, max_prompt_length, truncation_mode.parse()?)
 }
 
+/// Writes the `#[pymethods]` block of a dataset class: the methods given, then those that
+/// every dataset class shares (length, drop counts, lengths, batch order and padding share).
+/// One block per class, because pyo3 accepts a single `#[pymethods]` block per type.
+macro_rules! dataset_pymethods {
+    ($class:ident { $($methods:tt)* }) => {
+        #[pymethods]
+        impl $class {
+            $($methods)*
+
+        fn __len__(&self) -> usize {
+            self.inner.len()
+        }
+
+        #[getter]
+        fn num_dropped(&self) -> usize {
+            self.inner.num_dropped()
+        }
+
+        #[getter]
+        fn drop_reasons(&self) -> BTreeMap<String, usize> {
+            self.inner.drop_reasons().clone()
+        }
+
+        #[getter]
+        fn kept_indices<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+            usize_array(py, self.inner.kept_indices())
+        }
+
+        fn lengths<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+            usize_array(py, &self.inner.lengths())
+        }
+
+        #[pyo3(signature = (
+            batch_size, seed = 0, group_by_length = true, shuffle = true, drop_last = false
+        ))]
+        fn batch_order<'py>(
+            &self,
+            py: Python<'py>,
+            batch_size: i64,
+            seed: u64,
+            group_by_length: bool,
+            shuffle: bool,
+            drop_last: bool,
+        ) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
+            let options =
+                batch_order_options(batch_size, seed, shuffle, group_by_length, drop_last)?;
+            let batches = py.detach(|| self.inner.batch_order(options))?;
+            batches_to_list(py, batches)
+        }
+
+        #[pyo3(signature = (batches, pad_to_multiple_of = 1))]
+        fn padding_fraction(
+            &self,
+            py: Python<'_>,
+            batches: &Bound<'_, PyAny>,
+            pad_to_multiple_of: i64,
+        ) -> PyResult<f64> {
+            let sizes = self.inner.record_sizes();
+            batches_padding_fraction(py, batches, sizes, pad_to_multiple_of)
+        }
+        }
+    };
+}
+
 #[pyclass(name = "PairDataset", module = "pyalign._core", frozen)]
 struct PyPairDataset {
     inner: PairDataset,
 }
 
-#[pymethods]
-impl PyPairDataset {
+dataset_pymethods!(PyPairDataset {
     #[new]
     #[pyo3(signature = (
         tokenizer, prompts, chosen, rejected, max_length, max_prompt_length = None,
-        truncation_mode = "keep_end"
+        truncation_mode = "keep_end", chat_template = TemplateArgument::None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -304,39 +555,35 @@ impl PyPairDataset {
         max_length: i64,
         max_prompt_length: Option<i64>,
         truncation_mode: &str,
+        chat_template: TemplateArgument,
     ) -> PyResult<Self> {
         let limits = length_limits(max_length, max_prompt_length, truncation_mode)?;
         let tokenizer = Arc::clone(&tokenizer.inner);
-        let inner =
-            py.detach(|| PairDataset::new(&tokenizer, &prompts, &chosen, &rejected, limits))?;
+        let inner = py.detach(|| -> Result<_, Error> {
+            let template = chat_template.compile(&tokenizer)?;
+            let template = template.as_ref();
+            PairDataset::with_template(&tokenizer, &prompts, &chosen, &rejected, limits, template)
+        })?;
         Ok(PyPairDataset { inner })
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len()
-    }
-
-    #[getter]
-    fn num_dropped(&self) -> usize {
-        self.inner.num_dropped()
-    }
-
-    #[getter]
-    fn drop_reasons(&self) -> BTreeMap<String, usize> {
-        self.inner.drop_reasons().clone()
-    }
-
-    #[getter]
-    fn kept_indices<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        usize_array(py, self.inner.kept_indices())
-    }
-
-    fn lengths<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        usize_array(py, &self.inner.lengths())
+    #[pyo3(signature = (indices, pad_to_multiple_of = 1, padding_side = "right"))]
+    fn collate<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &Bound<'py, PyAny>,
+        pad_to_multiple_of: i64,
+        padding_side: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let indices = extract_indices(indices, self.inner.len())?;
+        let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
+        let side: PaddingSide = padding_side.parse()?;
+        let batch = py.detach(|| self.inner.collate_with(&indices, pad_to_multiple_of, side))?;
+        batch_to_dict(py, batch)
     }
 
     #[pyo3(signature = (indices, pad_to_multiple_of = 1))]
-    fn collate<'py>(
+    fn collate_prompts<'py>(
         &self,
         py: Python<'py>,
         indices: &Bound<'py, PyAny>,
@@ -344,7 +591,7 @@ impl PyPairDataset {
     ) -> PyResult<Bound<'py, PyDict>> {
         let indices = extract_indices(indices, self.inner.len())?;
         let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
-        let batch = py.detach(|| self.inner.collate(&indices, pad_to_multiple_of))?;
+        let batch = py.detach(|| self.inner.collate_prompts(&indices, pad_to_multiple_of))?;
         batch_to_dict(py, batch)
     }
 
@@ -355,20 +602,20 @@ impl PyPairDataset {
             self.inner.num_dropped()
         )
     }
-}
+});
 
 #[pyclass(name = "ResponseDataset", module = "pyalign._core", frozen)]
 struct PyResponseDataset {
     inner: ResponseDataset,
 }
 
-#[pymethods]
-impl PyResponseDataset {
+dataset_pymethods!(PyResponseDataset {
     #[new]
     #[pyo3(signature = (
         tokenizer, prompts, responses, max_length, max_prompt_length = None,
-        truncation_mode = "keep_end"
+        truncation_mode = "keep_end", chat_template = TemplateArgument::None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         tokenizer: &PyTokenizer,
@@ -377,38 +624,57 @@ impl PyResponseDataset {
         max_length: i64,
         max_prompt_length: Option<i64>,
         truncation_mode: &str,
+        chat_template: TemplateArgument,
     ) -> PyResult<Self> {
         let limits = length_limits(max_length, max_prompt_length, truncation_mode)?;
         let tokenizer = Arc::clone(&tokenizer.inner);
-        let inner = py.detach(|| ResponseDataset::new(&tokenizer, &prompts, &responses, limits))?;
+        let inner = py.detach(|| -> Result<_, Error> {
+            let template = chat_template.compile(&tokenizer)?;
+            let template = template.as_ref();
+            ResponseDataset::with_template(&tokenizer, &prompts, &responses, limits, template)
+        })?;
         Ok(PyResponseDataset { inner })
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len()
+    #[pyo3(signature = (indices, pad_to_multiple_of = 1, padding_side = "right"))]
+    fn collate<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &Bound<'py, PyAny>,
+        pad_to_multiple_of: i64,
+        padding_side: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let indices = extract_indices(indices, self.inner.len())?;
+        let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
+        let side: PaddingSide = padding_side.parse()?;
+        let batch = py.detach(|| self.inner.collate_with(&indices, pad_to_multiple_of, side))?;
+        batch_to_dict(py, batch)
     }
 
-    #[getter]
-    fn num_dropped(&self) -> usize {
-        self.inner.num_dropped()
-    }
-
-    #[getter]
-    fn drop_reasons(&self) -> BTreeMap<String, usize> {
-        self.inner.drop_reasons().clone()
-    }
-
-    #[getter]
-    fn kept_indices<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        usize_array(py, self.inner.kept_indices())
-    }
-
-    fn lengths<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        usize_array(py, &self.inner.lengths())
+    #[pyo3(signature = (
+        prompt_indices, response_indices, pad_to_multiple_of = 1, padding_side = "right"
+    ))]
+    fn collate_pairs<'py>(
+        &self,
+        py: Python<'py>,
+        prompt_indices: &Bound<'py, PyAny>,
+        response_indices: &Bound<'py, PyAny>,
+        pad_to_multiple_of: i64,
+        padding_side: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let prompt_indices = extract_indices(prompt_indices, self.inner.len())?;
+        let response_indices = extract_indices(response_indices, self.inner.len())?;
+        let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
+        let side: PaddingSide = padding_side.parse()?;
+        let batch = py.detach(|| {
+            self.inner
+                .collate_pairs_with(&prompt_indices, &response_indices, pad_to_multiple_of, side)
+        })?;
+        batch_to_dict(py, batch)
     }
 
     #[pyo3(signature = (indices, pad_to_multiple_of = 1))]
-    fn collate<'py>(
+    fn collate_prompts<'py>(
         &self,
         py: Python<'py>,
         indices: &Bound<'py, PyAny>,
@@ -416,25 +682,7 @@ impl PyResponseDataset {
     ) -> PyResult<Bound<'py, PyDict>> {
         let indices = extract_indices(indices, self.inner.len())?;
         let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
-        let batch = py.detach(|| self.inner.collate(&indices, pad_to_multiple_of))?;
-        batch_to_dict(py, batch)
-    }
-
-    #[pyo3(signature = (prompt_indices, response_indices, pad_to_multiple_of = 1))]
-    fn collate_pairs<'py>(
-        &self,
-        py: Python<'py>,
-        prompt_indices: &Bound<'py, PyAny>,
-        response_indices: &Bound<'py, PyAny>,
-        pad_to_multiple_of: i64,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let prompt_indices = extract_indices(prompt_indices, self.inner.len())?;
-        let response_indices = extract_indices(response_indices, self.inner.len())?;
-        let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
-        let batch = py.detach(|| {
-            self.inner
-                .collate_pairs(&prompt_indices, &response_indices, pad_to_multiple_of)
-        })?;
+        let batch = py.detach(|| self.inner.collate_prompts(&indices, pad_to_multiple_of))?;
         batch_to_dict(py, batch)
     }
 
@@ -445,7 +693,62 @@ impl PyResponseDataset {
             self.inner.num_dropped()
         )
     }
+});
+
+#[pyclass(name = "PromptDataset", module = "pyalign._core", frozen)]
+struct PyPromptDataset {
+    inner: PromptDataset,
 }
+
+dataset_pymethods!(PyPromptDataset {
+    #[new]
+    #[pyo3(signature = (
+        tokenizer, prompts, max_prompt_length = None, truncation_mode = "keep_end",
+        chat_template = TemplateArgument::None
+    ))]
+    fn new(
+        py: Python<'_>,
+        tokenizer: &PyTokenizer,
+        prompts: Vec<String>,
+        max_prompt_length: Option<i64>,
+        truncation_mode: &str,
+        chat_template: TemplateArgument,
+    ) -> PyResult<Self> {
+        let max_prompt_length = max_prompt_length
+            .map(|value| to_usize("max_prompt_length", value))
+            .transpose()?;
+        let mode: TruncationMode = truncation_mode.parse()?;
+        let tokenizer = Arc::clone(&tokenizer.inner);
+        let inner = py.detach(|| -> Result<_, Error> {
+            let template = chat_template.compile(&tokenizer)?;
+            PromptDataset::new(&tokenizer, &prompts, max_prompt_length, mode, template.as_ref())
+        })?;
+        Ok(PyPromptDataset { inner })
+    }
+
+    #[pyo3(signature = (indices, pad_to_multiple_of = 1, padding_side = "left"))]
+    fn collate<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &Bound<'py, PyAny>,
+        pad_to_multiple_of: i64,
+        padding_side: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let indices = extract_indices(indices, self.inner.len())?;
+        let pad_to_multiple_of = to_usize("pad_to_multiple_of", pad_to_multiple_of)?;
+        let side: PaddingSide = padding_side.parse()?;
+        let batch = py.detach(|| self.inner.collate(&indices, pad_to_multiple_of, side))?;
+        batch_to_dict(py, batch)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PromptDataset(len={}, num_dropped={})",
+            self.inner.len(),
+            self.inner.num_dropped()
+        )
+    }
+});
 
 #[pymodule]
 #[pyo3(name = "_core")]
@@ -462,7 +765,10 @@ fn core_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyTokenizer>()?;
     module.add_class::<PyPairDataset>()?;
     module.add_class::<PyResponseDataset>()?;
+    module.add_class::<PyPromptDataset>()?;
     module.add_function(wrap_pyfunction!(read_table, module)?)?;
+    module.add_function(wrap_pyfunction!(list_columns, module)?)?;
+    module.add_function(wrap_pyfunction!(write_table, module)?)?;
     module.add_function(wrap_pyfunction!(convert_hh_rlhf, module)?)?;
     Ok(())
 }

@@ -2,9 +2,12 @@
 //! model expects, and the rules that turn a prompt and a response into token ids.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
+use tokenizers::DecoderWrapper;
 
+use crate::chat::{find_template_source, ChatTemplate, TemplateTokens};
 use crate::error::{Error, Result};
 use crate::table::json_type_name;
 
@@ -36,6 +39,110 @@ pub struct TextTokenizer {
     bos_token_id: Option<u32>,
     eos_token_id: Option<u32>,
     pad_token_id: u32,
+    char_boundaries: CharBoundaries,
+}
+
+/// The tokens that continue a character an earlier token started, before which a cut would
+/// split the character's UTF-8 bytes.
+///
+/// Two kinds of token do: the byte-fallback tokens `<0x80>` to `<0xBF>` of SentencePiece-style
+/// BPE (Llama 2), and the byte-level BPE tokens (GPT-2, Llama 3) whose first byte is a UTF-8
+/// continuation byte. Decoding a sequence cut before such a token yields U+FFFD.
+#[derive(Debug, Clone, Default)]
+pub struct CharBoundaries {
+    /// Indexed by token id. Empty when no token continues a character.
+    continues_char: Arc<[bool]>,
+}
+
+impl CharBoundaries {
+    fn from_tokenizer(inner: &tokenizers::Tokenizer) -> Self {
+        let byte_level = inner.get_decoder().is_some_and(uses_byte_level);
+        let byte_of_char = byte_level.then(byte_level_alphabet);
+        let vocab = inner.get_vocab(true);
+        let mut continues_char = vec![false; inner.get_vocab_size(true)];
+        for (token, id) in vocab {
+            let first_byte = match byte_fallback_value(&token) {
+                Some(byte) => Some(byte),
+                None => byte_of_char
+                    .as_ref()
+                    .and_then(|alphabet| token.chars().next().and_then(alphabet)),
+            };
+            let is_continuation = first_byte.is_some_and(|byte| byte & 0xC0 == 0x80);
+            if let Some(slot) = continues_char.get_mut(id as usize) {
+                *slot = is_continuation;
+            }
+        }
+        if !continues_char.contains(&true) {
+            continues_char.clear();
+        }
+        CharBoundaries {
+            continues_char: continues_char.into(),
+        }
+    }
+
+    /// Reports whether the token `id` continues a character.
+    pub fn continues_char(&self, id: u32) -> bool {
+        self.continues_char
+            .get(id as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Returns the largest `end <= max_end` at which `ids[..end]` ends on a character
+    /// boundary.
+    pub fn floor_end(&self, ids: &[u32], max_end: usize) -> usize {
+        let mut end = max_end.min(ids.len());
+        while end > 0 && end < ids.len() && self.continues_char(ids[end]) {
+            end -= 1;
+        }
+        end
+    }
+
+    /// Returns the smallest `start >= min_start` at which `ids[start..]` starts on a character
+    /// boundary.
+    pub fn ceil_start(&self, ids: &[u32], min_start: usize) -> usize {
+        let mut start = min_start.min(ids.len());
+        while start < ids.len() && self.continues_char(ids[start]) {
+            start += 1;
+        }
+        start
+    }
+}
+
+/// Returns the byte of a byte-fallback token such as `<0xE2>`.
+fn byte_fallback_value(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+fn uses_byte_level(decoder: &DecoderWrapper) -> bool {
+    match decoder {
+        DecoderWrapper::ByteLevel(_) => true,
+        DecoderWrapper::Sequence(sequence) => sequence.get_decoders().iter().any(uses_byte_level),
+        _ => false,
+    }
+}
+
+/// Returns the inverse of GPT-2's byte-to-character table, which byte-level BPE vocabularies
+/// are written in: printable bytes stand for themselves, and the others map in order onto the
+/// characters from U+0100 on.
+fn byte_level_alphabet() -> impl Fn(char) -> Option<u8> {
+    let printable = |byte: u8| matches!(byte, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut table = std::collections::HashMap::with_capacity(256);
+    let mut next = 0u32;
+    for byte in 0..=255u8 {
+        let c = if printable(byte) {
+            char::from(byte)
+        } else {
+            next += 1;
+            char::from_u32(255 + next).expect("U+0100 to U+0143 are characters")
+        };
+        table.insert(c, byte);
+    }
+    move |c| table.get(&c).copied()
 }
 
 impl TextTokenizer {
@@ -63,12 +170,14 @@ impl TextTokenizer {
             })?;
 
         let config = read_tokenizer_config(&path, special_tokens)?;
+        let char_boundaries = CharBoundaries::from_tokenizer(&inner);
         let mut tokenizer = TextTokenizer {
             inner,
             path,
             bos_token_id: None,
             eos_token_id: None,
             pad_token_id: 0,
+            char_boundaries,
         };
         tokenizer.bos_token_id =
             tokenizer.resolve("BOS", "bos_token", &special_tokens.bos, &config)?;
@@ -99,12 +208,54 @@ impl TextTokenizer {
         pad_token_id: Option<u32>,
     ) -> Self {
         let pad_token_id = pad_token_id.or(eos_token_id).unwrap_or(0);
+        let char_boundaries = CharBoundaries::from_tokenizer(&inner);
         TextTokenizer {
             inner,
             path: path.into(),
             bos_token_id,
             eos_token_id,
             pad_token_id,
+            char_boundaries,
+        }
+    }
+
+    /// Returns the path that names the tokenizer in messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns which tokens continue a character, for truncation that must not split one.
+    pub fn char_boundaries(&self) -> &CharBoundaries {
+        &self.char_boundaries
+    }
+
+    /// Returns the text of the token `id`, if the vocabulary has it.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Compiles a chat template: `source` when given, else the tokenizer's own from
+    /// `chat_template.jinja` or the `chat_template` field of `tokenizer_config.json` beside
+    /// `tokenizer.json`. The template receives this tokenizer's BOS and EOS text.
+    pub fn chat_template(&self, source: Option<&str>) -> Result<ChatTemplate> {
+        let tokens = TemplateTokens {
+            bos_token: self.bos_token_id.and_then(|id| self.token_text(id)),
+            eos_token: self.eos_token_id.and_then(|id| self.token_text(id)),
+        };
+        if let Some(source) = source {
+            return ChatTemplate::new(source, "chat template", tokens);
+        }
+        match find_template_source(&self.path)? {
+            Some((source, origin)) => {
+                ChatTemplate::new(&source, origin.display().to_string(), tokens)
+            }
+            None => Err(Error::ChatTemplate {
+                context: self.path.display().to_string(),
+                message: "the tokenizer has no chat template: neither chat_template.jinja nor \
+                          a \"chat_template\" field in tokenizer_config.json exists beside it; \
+                          pass the template text instead"
+                    .into(),
+            }),
         }
     }
 

@@ -5,7 +5,9 @@
 mod common;
 
 use pyalign::hh_rlhf::{self, ConvertOptions, OutputFormat};
-use pyalign::{LengthLimits, PairDataset, SpecialTokens, TextTokenizer, TruncationMode};
+use pyalign::{
+    LengthLimits, PairDataset, ResponseDataset, SpecialTokens, TextTokenizer, TruncationMode,
+};
 
 const LLAMA2: &str = "tokenizers/llama2";
 const STORIES: &str = "models/stories260K";
@@ -106,15 +108,12 @@ fn hh_rlhf_batches_keep_invariants() {
     let options = ConvertOptions {
         format: OutputFormat::Dpo,
         max_samples: Some(300),
+        ..ConvertOptions::default()
     };
     let conversion = hh_rlhf::convert(&data, options).unwrap();
-    let column = |position: usize| -> Vec<String> {
-        conversion
-            .rows
-            .iter()
-            .map(|row| row[position].clone())
-            .collect()
-    };
+    let rows = conversion.rows();
+    let column =
+        |position: usize| -> Vec<String> { rows.iter().map(|row| row[position].clone()).collect() };
     let (prompts, chosen, rejected) = (column(0), column(1), column(2));
     let count = prompts.len();
 
@@ -156,5 +155,110 @@ fn hh_rlhf_batches_keep_invariants() {
                 }
             }
         }
+    }
+}
+
+/// Texts whose characters take two to four UTF-8 bytes, which byte-fallback tokenizers spell
+/// as runs of `<0xNN>` tokens where the vocabulary lacks the character.
+const MULTI_BYTE: [&str; 4] = [
+    "Ünïcödé, emoji 🙂🚀 and 中文字符",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🧪🧬🔭 ꙮ",
+    "Привет, мир! Ελληνικά",
+    "日本語のテキストです。",
+];
+
+#[test]
+fn truncation_never_splits_a_character() {
+    for relative in [LLAMA2, STORIES] {
+        let Some(tokenizer) = load(relative) else {
+            return;
+        };
+        let mut num_continuations = 0;
+        for text in MULTI_BYTE {
+            let full = tokenizer.encode(text, false).unwrap();
+            let boundaries = tokenizer.char_boundaries();
+            num_continuations += full
+                .iter()
+                .filter(|&&id| boundaries.continues_char(id))
+                .count();
+
+            for max_length in 2..full.len() + 3 {
+                for mode in [TruncationMode::KeepEnd, TruncationMode::KeepStart] {
+                    let limits = LengthLimits::new(max_length, Some(max_length), mode).unwrap();
+                    let prompts = vec![text.to_owned()];
+                    let responses = vec![text.to_owned()];
+                    let dataset =
+                        ResponseDataset::new(&tokenizer, &prompts, &responses, limits).unwrap();
+                    let case = format!("{relative} {text:?} max_length {max_length} {mode:?}");
+                    if dataset.is_empty() {
+                        // The room after the prompt was shorter than the first character.
+                        assert_eq!(
+                            dataset.drop_reasons().get("empty_after_truncation"),
+                            Some(&1)
+                        );
+                        continue;
+                    }
+
+                    let batch = dataset.collate(&[0], 1).unwrap();
+                    let row = dataset.row(0);
+                    let response_length = batch.label_mask.iter().filter(|&&label| label).count();
+                    let response = &row.response[..response_length];
+                    for ids in [&row.prompt[..], response] {
+                        let decoded = tokenizer.decode(ids, true).unwrap();
+                        assert!(!decoded.contains('\u{fffd}'), "{case}: {decoded:?}");
+                    }
+                    let response_text = tokenizer.decode(response, true).unwrap();
+                    assert!(text.starts_with(response_text.trim_start()), "{case}");
+                    let prompt_text = tokenizer.decode(&row.prompt, true).unwrap();
+                    match mode {
+                        TruncationMode::KeepStart => {
+                            assert!(text.starts_with(prompt_text.trim_start()), "{case}")
+                        }
+                        TruncationMode::KeepEnd => {
+                            assert!(text.ends_with(prompt_text.trim_start()), "{case}")
+                        }
+                    }
+                }
+            }
+        }
+        // The texts must exercise the rule: some characters are spelled in byte tokens.
+        assert!(num_continuations > 10, "{relative}: {num_continuations}");
+    }
+}
+
+#[test]
+fn chat_template_keeps_one_bos() {
+    let llama2_style = "{{ bos_token }}{% for message in messages %}{% if message['role'] == \
+        'user' %}{{ '[INST] ' + message['content'].strip() + ' [/INST]' }}{% else %}{{ ' ' + \
+        message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+    for relative in [LLAMA2, STORIES] {
+        let Some(tokenizer) = load(relative) else {
+            return;
+        };
+        let template = tokenizer.chat_template(Some(llama2_style)).unwrap();
+        let prompts = vec![r#"[{"role": "user", "content": "Hi"}, {"role": "assistant",
+            "content": "Hello"}, {"role": "user", "content": "Tell a story"}]"#
+            .to_owned()];
+        let limits = LengthLimits::new(256, None, TruncationMode::KeepEnd).unwrap();
+
+        let dataset = PairDataset::with_template(
+            &tokenizer,
+            &prompts,
+            &["Once".to_owned()],
+            &["No".to_owned()],
+            limits,
+            Some(&template),
+        )
+        .unwrap();
+
+        let prompt = &dataset.pair(0).prompt;
+        let rendered = "<s>[INST] Hi [/INST] Hello </s>[INST] Tell a story [/INST]";
+        let expected = tokenizer.encode(rendered, false).unwrap();
+        assert_eq!(prompt, &expected, "{relative}");
+        assert_eq!(
+            prompt.iter().filter(|&&id| id == BOS).count(),
+            1,
+            "{relative}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 :func:`sequence_logprobs` is what the trainer calls. It selects the response tokens, scores them
 with the fused C++ op ``pyalign::fused_linear_logprobs`` (``implementation="native"``) or its
-plain-PyTorch twin (``implementation="torch"``), and sums the token log-probabilities per
-sequence. The native op is compiled on first use; see ``pyalign.ops._build``.
+plain-PyTorch twin (``implementation="torch"``), and sums and averages the token log-probabilities
+per sequence. The native op is compiled on first use; see ``pyalign.ops._build``.
 """
 
 from __future__ import annotations
@@ -35,16 +35,21 @@ _torch_selection_logged = False
 
 @dataclass(frozen=True)
 class SequenceLogprobs:
-    """Summed log-probabilities of the counted tokens of each sequence, and those tokens.
+    """Log-probabilities of the counted tokens of each sequence, per sequence and per token.
 
-    ``sum`` and ``token_logps`` are float32, or float64 when the hidden states or the LM head
-    are float64. A sequence with no counted token has ``sum`` 0 and ``count`` 0.
+    ``sum``, ``mean``, ``token_logps`` and ``entropy`` are float32, or float64 when the hidden
+    states or the LM head are float64. A sequence with no counted token has ``sum`` 0, ``mean``
+    0 and ``count`` 0.
     """
 
     sum: torch.Tensor  # (B,)
     count: torch.Tensor  # (B,) int64
     token_logps: torch.Tensor  # (N,) one entry per counted token, in row-major (b, t) order
     sequence_index: torch.Tensor  # (N,) int64, the sequence b of each entry of token_logps
+    # (B,) sum / count, the average log-probability per counted token
+    mean: torch.Tensor
+    # (N,) the softmax entropy at each counted token, without gradient; None unless requested
+    entropy: torch.Tensor | None = None
 
 
 def load_native_ops() -> str:
@@ -72,6 +77,7 @@ def sequence_logprobs(
     *,
     implementation: str = "native",
     chunk_size: int = 1024,
+    compute_entropy: bool = False,
 ) -> SequenceLogprobs:
     """Sum the log-probabilities of the counted tokens of each sequence.
 
@@ -86,8 +92,10 @@ def sequence_logprobs(
         label_mask: True on tokens whose log-probability counts (the response). Shape: (B, T).
         implementation: "native" for the fused C++ op, "torch" for the plain-PyTorch twin,
             which materialises the full (N, V) float32 logits.
-        chunk_size: tokens per chunk of logits in the native op; its extra memory is about
-            chunk_size x V float32 values.
+        chunk_size: tokens per chunk of logits in the native op. Its extra memory is about
+            chunk_size x min(V, 4096) float32 values on CPU, chunk_size x V on CUDA.
+        compute_entropy: also return the softmax entropy at each counted token (for logging,
+            as GRPO trainers do), computed in the same pass over the vocabulary.
 
     Gradients flow to hidden_states, weight and bias when they require grad.
     """
@@ -101,17 +109,28 @@ def sequence_logprobs(
     targets = input_ids[:, 1:][counted]  # (N,)
     sequence_index = counted.nonzero()[:, 0]  # (N,)
 
-    token_logps, _ = _score_tokens(hidden, weight, bias, targets, implementation, chunk_size)
+    token_logps, _, entropy = _score_tokens(
+        hidden, weight, bias, targets, implementation, chunk_size, compute_entropy
+    )
 
-    # Sum per sequence. index_add leaves 0 for a sequence without counted tokens.
-    sums = token_logps.new_zeros(batch_size).index_add(0, sequence_index, token_logps)  # (B,)
+    # Sum per sequence, in float64: index_add adds in sequence, and over a thousand float32
+    # log-probabilities near -12 that drifts by about 1e-2 (measured at V = 151,936), where a
+    # float64 sum rounded once is exact to float32 precision. index_add leaves 0 for a sequence
+    # without counted tokens.
+    sums = token_logps.new_zeros(batch_size, dtype=torch.float64)
+    sums = sums.index_add(0, sequence_index, token_logps.double()).to(token_logps.dtype)  # (B,)
     count = counted.sum(dim=1)  # (B,)
     return SequenceLogprobs(
-        sum=sums, count=count, token_logps=token_logps, sequence_index=sequence_index
+        sum=sums,
+        count=count,
+        token_logps=token_logps,
+        sequence_index=sequence_index,
+        mean=sums / count.clamp(min=1),
+        entropy=entropy if compute_entropy else None,
     )
 
 
-def _score_tokens(hidden, weight, bias, targets, implementation, chunk_size):
+def _score_tokens(hidden, weight, bias, targets, implementation, chunk_size, compute_entropy):
     global _torch_selection_logged
     if implementation == "torch":
         if not _torch_selection_logged:
@@ -120,7 +139,7 @@ def _score_tokens(hidden, weight, bias, targets, implementation, chunk_size):
                 "(tokens x vocabulary) float32 logits are materialised"
             )
             _torch_selection_logged = True
-        return reference.fused_linear_logprobs(hidden, weight, bias, targets)
+        return reference.fused_linear_logprobs(hidden, weight, bias, targets, compute_entropy)
 
     library = load_library()
     if hidden.device.type not in library.device_types:
@@ -128,7 +147,7 @@ def _score_tokens(hidden, weight, bias, targets, implementation, chunk_size):
             f"the native ops have kernels for {', '.join(library.device_types)} only, but the "
             f"hidden states are on {hidden.device}; use implementation='torch' on this device"
         )
-    return fused_linear_logprobs(hidden, weight, bias, targets, chunk_size)
+    return fused_linear_logprobs(hidden, weight, bias, targets, chunk_size, compute_entropy)
 
 
 def _check_implementation(implementation: str) -> None:

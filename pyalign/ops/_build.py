@@ -6,14 +6,22 @@ finished library. The folder is ``$PYALIGN_CACHE/ops/<key>`` when ``PYALIGN_CACH
 ``$XDG_CACHE_HOME/pyalign/ops/<key>`` (default ``~/.cache/pyalign/ops/<key>``) otherwise.
 ``cpp_extension`` holds a lock file in that folder while it builds, so concurrent processes wait
 for one build instead of racing.
+
+``python -m pyalign.ops --cuda-compile-only`` compiles the CUDA sources to object files with
+nvcc and the flags ``cpp_extension`` would use, which needs no GPU: CI runs it through
+``bench/build_cuda_ops.sh``.
 """
 
 from __future__ import annotations
 
+import argparse
+import concurrent.futures
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
+import sys
 import sysconfig
 import threading
 import time
@@ -24,7 +32,7 @@ from typing import Sequence
 import torch
 import torch.utils.cpp_extension
 
-from pyalign.ops import logprobs
+from pyalign.ops import logprobs, losses
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +41,9 @@ LIBRARY_NAME = "pyalign_ops"
 # The file that marks a folder as pyalign's C++ sources.
 _MARKER_SOURCE = "logprobs.cpp"
 _HASHED_SUFFIXES = (".cpp", ".h", ".cu", ".cuh")
-_CXX_FLAGS = ("-O3",)
+# -fopenmp-simd enables only the `omp simd` loop pragmas (vectorised reductions in the CPU
+# kernels), not the OpenMP runtime.
+_CXX_FLAGS = ("-O3", "-fopenmp-simd")
 _CUDA_FLAGS = ("-O3",)
 
 
@@ -183,5 +193,173 @@ def load_library() -> NativeLibrary:
             _build_error = error
             raise
         logprobs.register_python_kernels()
+        losses.register_python_kernels()
         _library = library
     return _library
+
+
+# Compiling the CUDA sources without a GPU
+
+# The default target of a compile-only build: Hopper (H100, H200), compute capability 9.0.
+DEFAULT_CUDA_ARCHS = "9.0"
+
+
+def find_nvcc(nvcc: str | None = None) -> Path:
+    """Return the nvcc to use: ``nvcc``, ``$CUDA_HOME/bin/nvcc``, the PATH's, or a pip one.
+
+    The pip packages ``nvidia-cuda-nvcc`` and friends install nvcc under ``nvidia/cu<major>``
+    in site-packages, beside the CUDA libraries torch depends on.
+    """
+    candidates: list[Path] = []
+    if nvcc:
+        candidates.append(Path(nvcc))
+    if os.environ.get("CUDA_HOME"):
+        candidates.append(Path(os.environ["CUDA_HOME"]) / "bin" / "nvcc")
+    on_path = shutil.which("nvcc")
+    if on_path:
+        candidates.append(Path(on_path))
+    for site_dir in _site_dirs():
+        candidates.extend(sorted(site_dir.glob("nvidia/cu*/bin/nvcc")))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise NativeOpsBuildError(
+        "nvcc was not found (looked at --nvcc, $CUDA_HOME/bin, the PATH and site-packages); "
+        "install a CUDA toolkit, or the pip packages bench/build_cuda_ops.sh installs"
+    )
+
+
+def _site_dirs() -> list[Path]:
+    paths = {sysconfig.get_paths()[name] for name in ("purelib", "platlib")}
+    return [Path(path) for path in sorted(paths)]
+
+
+def cuda_include_dirs(nvcc: Path) -> list[Path]:
+    """Return the folders with the CUDA library headers ATen's CUDA headers include.
+
+    A full toolkit has them beside nvcc. The pip nvcc packages have the compiler and runtime
+    headers only, so cuBLAS, cuSPARSE and cuSOLVER headers come from the ``nvidia`` folder in
+    site-packages where torch's CUDA dependencies put them.
+    """
+    folders = [nvcc.parent.parent / "include"]
+    folders += [
+        path.parent for site in _site_dirs() for path in site.glob("nvidia/*/include/cublas_v2.h")
+    ]
+    unique = []
+    for folder in folders:
+        if folder.is_dir() and folder not in unique:
+            unique.append(folder)
+    return unique
+
+
+def cuda_arch_flags(archs: str) -> list[str]:
+    """Turn "8.0;9.0" (TORCH_CUDA_ARCH_LIST's format) into nvcc -gencode flags."""
+    flags = []
+    for arch in archs.replace(",", ";").replace(" ", ";").split(";"):
+        if not arch:
+            continue
+        number = arch.replace(".", "").removesuffix("+PTX")
+        flags.append(f"-gencode=arch=compute_{number},code=sm_{number}")
+    return flags
+
+
+def cuda_compile_commands(
+    source_dir: Path, output_dir: Path, nvcc: Path, archs: str
+) -> list[list[str]]:
+    """Return one nvcc command per .cu file, with the flags cpp_extension would pass it."""
+    includes = [str(path) for path in torch.utils.cpp_extension.include_paths()]
+    includes += [str(path) for path in cuda_include_dirs(nvcc)]
+    common = [
+        f"-DTORCH_EXTENSION_NAME={LIBRARY_NAME}",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        *(flag for path in includes for flag in ("-isystem", path)),
+        *torch.utils.cpp_extension.COMMON_NVCC_FLAGS,
+        "--compiler-options",
+        "-fPIC",
+        "-std=c++20",
+        *_CUDA_FLAGS,
+        *cuda_arch_flags(archs),
+    ]
+    commands = []
+    for source in sorted((source_dir / "cuda").glob("*.cu")):
+        target = output_dir / f"{source.stem}.cuda.o"
+        commands.append([str(nvcc), "-c", str(source), "-o", str(target), *common])
+    return commands
+
+
+def compile_cuda_objects(
+    output_dir: Path, nvcc: str | None = None, archs: str = DEFAULT_CUDA_ARCHS
+) -> list[Path]:
+    """Compile csrc/cuda/*.cu to object files, which needs nvcc but no GPU and no linking.
+
+    This checks in CI that the CUDA kernels compile against the installed torch. Raises
+    NativeOpsBuildError with nvcc's output when one fails.
+    """
+    source_dir = find_source_dir()
+    nvcc_path = find_nvcc(nvcc)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    commands = cuda_compile_commands(source_dir, output_dir, nvcc_path, archs)
+    # One nvcc per source file at a time, as many as there are cores.
+    workers = max(1, min(len(commands), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(_run_nvcc, commands))
+
+    failures = [message for message in results if message is not None]
+    if failures:
+        raise NativeOpsBuildError("\n\n".join(failures))
+    return [Path(command[4]) for command in commands]
+
+
+def _run_nvcc(command: list[str]) -> str | None:
+    """Run one nvcc command; return an error message on failure, None on success."""
+    source = command[2]
+    logger.info("compiling %s", source)
+    completed = subprocess.run(command, capture_output=True, text=True)
+    output = completed.stdout + completed.stderr
+    if completed.returncode != 0:
+        return (
+            f"nvcc failed on {source} (exit status {completed.returncode}):\n{output}\n"
+            f"command: {' '.join(command)}"
+        )
+    if output.strip():
+        logger.warning("nvcc output for %s:\n%s", source, output)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m pyalign.ops [--cuda-compile-only] [options]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pyalign.ops",
+        description="Build pyalign's C++ ops, or compile their CUDA sources without a GPU.",
+    )
+    parser.add_argument(
+        "--cuda-compile-only",
+        action="store_true",
+        help="compile csrc/cuda/*.cu to object files with nvcc, without linking or a GPU",
+    )
+    parser.add_argument(
+        "--nvcc", help="path of nvcc (default: $CUDA_HOME/bin, then the PATH, then site-packages)"
+    )
+    parser.add_argument(
+        "--arch",
+        default=os.environ.get("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS),
+        help="compute capabilities, as in TORCH_CUDA_ARCH_LIST (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output", default="build/cuda-objects", help="folder for the object files"
+    )
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    started = time.perf_counter()
+    try:
+        if arguments.cuda_compile_only:
+            objects = compile_cuda_objects(Path(arguments.output), arguments.nvcc, arguments.arch)
+            described = ", ".join(str(path) for path in objects)
+        else:
+            described = load_library().describe()
+    except NativeOpsBuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"built {described} in {time.perf_counter() - started:.1f} s")
+    return 0

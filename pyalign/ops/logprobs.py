@@ -6,9 +6,9 @@ kernels, so that ``torch.compile`` and meta tensors see the output shapes and dt
 autograd formula that calls the backward op. ``pyalign.ops._build.load_library`` calls
 :func:`register_python_kernels` right after loading the library.
 
-Only ``token_logps`` is differentiable. ``logsumexp`` is returned for the backward pass and
-for metrics, and is marked non-differentiable. The backward op has no autograd formula, so
-double backward raises.
+Only ``token_logps`` is differentiable. ``logsumexp`` (kept for the backward pass), the entropy
+(for logging) and the hidden Jacobian (kept for the backward pass of a frozen LM head) are
+marked non-differentiable. The backward op has no autograd formula, so double backward raises.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def fused_linear_logprobs(
     bias: torch.Tensor | None,
     targets: torch.Tensor,
     chunk_size: int = 1024,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    compute_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Compute ``log_softmax(hidden @ weight.T + bias)[i, targets[i]]`` chunk by chunk.
 
     Args:
@@ -45,52 +46,84 @@ def fused_linear_logprobs(
         weight: LM head weight. Shape: (V, H), any of the same dtypes.
         bias: LM head bias or None. Shape: (V,).
         targets: token id to score for each row. Shape: (N,), int64, values in [0, V).
-        chunk_size: rows of logits computed at once; extra memory is about chunk_size x V
-            float32 (float64 for float64 inputs) values.
+        chunk_size: rows of logits computed at once. The CPU kernel's extra memory is about
+            chunk_size x min(V, 4096) accumulator values, the CUDA kernel's chunk_size x V.
+        compute_entropy: also return each row's softmax entropy, from the same pass.
 
     Returns:
-        ``(token_logps, logsumexp)``, both of shape (N,) in float32, or float64 when hidden
-        or weight is float64.
+        ``(token_logps, logsumexp, entropy)``, each of shape (N,) in float32, or float64 when
+        hidden or weight is float64; ``entropy`` has shape (0,) unless requested. Only
+        ``token_logps`` carries a gradient.
 
-    The native library must be loaded first (``pyalign.ops.load_native_ops()``).
+    When hidden needs a gradient and the LM head does not (a frozen head), the forward pass also
+    computes d token_logps / d hidden, an (N, H) tensor in the accumulator dtype. The backward
+    pass then only scales it and recomputes no logits. The native library must be loaded first
+    (``pyalign.ops.load_native_ops()``).
     """
-    return torch.ops.pyalign.fused_linear_logprobs(hidden, weight, bias, targets, chunk_size)
+    compute_jacobian = (
+        torch.is_grad_enabled()
+        and hidden.requires_grad
+        and not weight.requires_grad
+        and not (bias is not None and bias.requires_grad)
+    )
+    token_logps, logsumexp, entropy, _ = torch.ops.pyalign.fused_linear_logprobs(
+        hidden, weight, bias, targets, chunk_size, compute_entropy, compute_jacobian
+    )
+    return token_logps, logsumexp, entropy
 
 
-def _forward_fake(hidden, weight, bias, targets, chunk_size):
+def _forward_fake(
+    hidden, weight, bias, targets, chunk_size, compute_entropy=False, compute_jacobian=False
+):
     # Argument checks happen in the C++ kernel; this only describes the outputs.
     dtype = accumulate_dtype(hidden, weight)
-    token_logps = hidden.new_empty((hidden.shape[0],), dtype=dtype)
-    logsumexp = hidden.new_empty((hidden.shape[0],), dtype=dtype)
-    return token_logps, logsumexp
+    num_tokens, hidden_size = hidden.shape
+    token_logps = hidden.new_empty((num_tokens,), dtype=dtype)
+    logsumexp = hidden.new_empty((num_tokens,), dtype=dtype)
+    entropy = hidden.new_empty((num_tokens if compute_entropy else 0,), dtype=dtype)
+    jacobian_rows = num_tokens if compute_jacobian else 0
+    jacobian = hidden.new_empty((jacobian_rows, hidden_size), dtype=dtype)
+    return token_logps, logsumexp, entropy, jacobian
 
 
 def _backward_fake(
-    grad_token_logps, hidden, weight, bias, targets, logsumexp, chunk_size, needs_weight_grad
+    grad_token_logps,
+    hidden,
+    weight,
+    bias,
+    targets,
+    logsumexp,
+    chunk_size,
+    needs_hidden_grad,
+    needs_weight_grad,
+    needs_bias_grad,
 ):
-    grad_hidden = hidden.new_empty(hidden.shape)
+    grad_hidden = hidden.new_empty(hidden.shape) if needs_hidden_grad else None
     grad_weight = weight.new_empty(weight.shape) if needs_weight_grad else None
     grad_bias = None
-    if needs_weight_grad and bias is not None:
+    if needs_bias_grad and bias is not None:
         grad_bias = bias.new_empty(bias.shape)
     return grad_hidden, grad_weight, grad_bias
 
 
 def _setup_context(ctx, inputs, output):
-    hidden, weight, bias, targets, chunk_size = inputs
-    _, logsumexp = output
-    ctx.save_for_backward(hidden, weight, bias, targets, logsumexp)
+    hidden, weight, bias, targets, chunk_size = inputs[:5]
+    _, logsumexp, entropy, jacobian = output
+    ctx.save_for_backward(hidden, weight, bias, targets, logsumexp, jacobian)
     ctx.chunk_size = chunk_size
-    ctx.mark_non_differentiable(logsumexp)
+    ctx.mark_non_differentiable(logsumexp, entropy, jacobian)
 
 
-def _backward(ctx, grad_token_logps, grad_logsumexp):
-    hidden, weight, bias, targets, logsumexp = ctx.saved_tensors
+def _backward(ctx, grad_token_logps, grad_logsumexp, grad_entropy, grad_jacobian):
+    hidden, weight, bias, targets, logsumexp, jacobian = ctx.saved_tensors
     needs_hidden_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
+    passthrough = (None,) * (len(ctx.needs_input_grad) - 3)
 
-    # The backward op has one switch for the whole LM head. A trainable bias on a frozen weight
-    # therefore also computes the weight gradient, which is dropped below.
-    # NOTE: grad_hidden is always computed, even when hidden does not require grad.
+    head_grads = needs_weight_grad or needs_bias_grad
+    if needs_hidden_grad and not head_grads and jacobian.shape[0] == hidden.shape[0]:
+        grad_hidden = (jacobian * grad_token_logps.unsqueeze(1)).to(hidden.dtype)  # (N, H)
+        return (grad_hidden, None, None, *passthrough)
+
     grad_hidden, grad_weight, grad_bias = torch.ops.pyalign.fused_linear_logprobs_backward(
         grad_token_logps,
         hidden,
@@ -99,15 +132,11 @@ def _backward(ctx, grad_token_logps, grad_logsumexp):
         targets,
         logsumexp,
         ctx.chunk_size,
-        needs_weight_grad or needs_bias_grad,
+        needs_hidden_grad,
+        needs_weight_grad,
+        needs_bias_grad,
     )
-    return (
-        grad_hidden if needs_hidden_grad else None,
-        grad_weight if needs_weight_grad else None,
-        grad_bias if needs_bias_grad else None,
-        None,
-        None,
-    )
+    return (grad_hidden, grad_weight, grad_bias, *passthrough)
 
 
 def register_python_kernels() -> None:

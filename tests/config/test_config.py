@@ -86,7 +86,10 @@ def test_bool_is_not_an_integer():
 
 
 def test_unknown_trainer_type_lists_valid_types():
-    with pytest.raises(ConfigError, match="'trainer.type' has invalid value 'ppo'; expected one of 'dpo'"):
+    with pytest.raises(
+        ConfigError,
+        match="invalid value 'ppo'; expected one of 'dpo', 'kto', 'orpo', 'grpo'",
+    ):
         load_config(minimal(trainer={"type": "ppo"}))
 
 

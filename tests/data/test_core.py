@@ -215,7 +215,8 @@ def test_missing_column_is_key_error(tmp_path):
         ("bad.jsonl", b'{"a": "x"}\n\xc3\x28\n', "line 2 is not valid UTF-8"),
         ("bad.jsonl", b'{"a": "x"}\n{"a": \n', "line 2: EOF while parsing"),
         ("bad.jsonl", b'{"a": "x"}\n"text"\n', "line 2: expected a JSON object, found a string"),
-        ("rows.parquet", b"", "expected one of .csv, .csv.gz, .jsonl"),
+        ("rows.txt", b"", "expected one of .csv, .csv.gz, .jsonl"),
+        ("rows.parquet", b"PAR1 not a footer", "invalid Parquet"),
         ("rows.jsonl.gz", b"\x1f\x8b\x08\x00garbage", "rows.jsonl.gz"),
     ],
 )
@@ -247,7 +248,7 @@ def test_pair_collate_shapes_and_layout(tokenizer):
 
     batch = dataset.collate([1, 0], pad_to_multiple_of=4)
 
-    assert set(batch) == {"input_ids", "attention_mask", "label_mask"}
+    assert set(batch) == {"input_ids", "attention_mask", "label_mask", "position_ids"}
     assert batch["input_ids"].dtype == np.int64
     assert batch["attention_mask"].dtype == np.int64
     assert batch["label_mask"].dtype == np.bool_
@@ -390,7 +391,7 @@ def test_convert_hh_rlhf_dpo(tmp_path):
     output = tmp_path / "pairs.csv"
     write_hh_records(source)
 
-    summary = _core.convert_hh_rlhf(str(source), str(output))
+    summary = _core.convert_hh_rlhf(str(source), str(output), skip_bad_records=True)
 
     assert summary["read"] == 2
     assert summary["kept"] == 1
@@ -402,12 +403,24 @@ def test_convert_hh_rlhf_dpo(tmp_path):
     assert table == summary["rows"]
 
 
+def test_convert_hh_rlhf_malformed_is_value_error(tmp_path):
+    source = tmp_path / "hh.jsonl.gz"
+    write_hh_records(source)
+
+    with pytest.raises(ValueError) as caught:
+        _core.convert_hh_rlhf(str(source))
+
+    message = str(caught.value)
+    assert message.startswith(f"{source}: line 2: invalid HH-RLHF record: chosen does not end")
+    assert "skip_bad_records" in message
+
+
 def test_convert_hh_rlhf_kto(tmp_path):
     source = tmp_path / "hh.jsonl.gz"
     output = tmp_path / "rows.jsonl"
     write_hh_records(source)
 
-    summary = _core.convert_hh_rlhf(str(source), str(output), format="kto", max_samples=5)
+    summary = _core.convert_hh_rlhf(str(source), str(output), format="kto", max_samples=1)
 
     assert summary["written"] == 2
     assert summary["rows"]["label"] == ["true", "false"]

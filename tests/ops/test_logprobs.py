@@ -7,6 +7,7 @@ position, or from the plain-PyTorch twin in ``pyalign.ops.reference``; never fro
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,8 @@ FULLY_MASKED_SEQUENCE = 1
 SUM_ATOL, SUM_RTOL = 1e-5, 1e-6
 TOKEN_ATOL = 1e-5
 GRAD_ATOL = 1e-4
+# Entropies are up to log V = 4.8 here; the op's float32 exp is accurate to about 2 ulp.
+ENTROPY_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -182,15 +185,31 @@ def test_backward_op_skips_head_grads():
     weight = torch.randn(V, H)
     bias = torch.randn(V)
     targets = torch.randint(0, V, (9,))
-    _, logsumexp = fused_linear_logprobs(hidden, weight, bias, targets, 4)
+    _, logsumexp, _ = fused_linear_logprobs(hidden, weight, bias, targets, 4)
 
     grad_hidden, grad_weight, grad_bias = torch.ops.pyalign.fused_linear_logprobs_backward(
-        torch.ones(9), hidden, weight, bias, targets, logsumexp, 4, False
+        torch.ones(9), hidden, weight, bias, targets, logsumexp, 4, True, False, False
     )
 
     assert grad_hidden.shape == (9, H)
     assert grad_weight is None
     assert grad_bias is None
+
+
+def test_backward_op_skips_hidden_grad():
+    hidden = torch.randn(9, H)
+    weight = torch.randn(V, H)
+    bias = torch.randn(V)
+    targets = torch.randint(0, V, (9,))
+    _, logsumexp, _ = fused_linear_logprobs(hidden, weight, bias, targets, 4)
+
+    grad_hidden, grad_weight, grad_bias = torch.ops.pyalign.fused_linear_logprobs_backward(
+        torch.ones(9), hidden, weight, bias, targets, logsumexp, 4, False, True, True
+    )
+
+    assert grad_hidden is None
+    assert grad_weight.shape == (V, H)
+    assert grad_bias.shape == (V,)
 
 
 def test_trainable_bias_on_frozen_weight():
@@ -243,8 +262,8 @@ def test_bfloat16_vocabulary_larger_than_one_block():
     targets[:2] = torch.tensor([4095, 4096])
     inputs = (hidden, weight, bias)
 
-    token_logps, logsumexp = fused_linear_logprobs(*inputs, targets, 4)
-    expected_logps, expected_logsumexp = reference.fused_linear_logprobs(*inputs, targets)
+    token_logps, logsumexp, _ = fused_linear_logprobs(*inputs, targets, 4)
+    expected_logps, expected_logsumexp, _ = reference.fused_linear_logprobs(*inputs, targets)
 
     torch.testing.assert_close(token_logps, expected_logps, atol=TOKEN_ATOL, rtol=1e-6)
     torch.testing.assert_close(logsumexp, expected_logsumexp, atol=TOKEN_ATOL, rtol=1e-6)
@@ -263,13 +282,146 @@ def test_mixed_dtypes():
     weight = torch.randn(V, H, requires_grad=True)
     targets = torch.randint(0, V, (10,))
 
-    token_logps, _ = fused_linear_logprobs(hidden, weight, None, targets, 3)
-    expected_logps, _ = reference.fused_linear_logprobs(hidden, weight, None, targets)
+    token_logps, _, _ = fused_linear_logprobs(hidden, weight, None, targets, 3)
+    expected_logps, _, _ = reference.fused_linear_logprobs(hidden, weight, None, targets)
     grad_hidden, grad_weight = gradients(token_logps, [hidden, weight])
 
     torch.testing.assert_close(token_logps, expected_logps, atol=TOKEN_ATOL, rtol=1e-6)
     assert grad_hidden.dtype == torch.bfloat16
     assert grad_weight.dtype == torch.float32
+
+
+def test_float32_vocabulary_larger_than_one_block():
+    # Every dtype is processed in vocabulary blocks of 4096 columns. Here the largest logits sit
+    # in the second block, so the running maximum, sum and entropy are rescaled between blocks.
+    vocab_size, num_tokens, hidden_size = 9000, 13, 8
+    hidden = torch.randn(num_tokens, hidden_size, requires_grad=True)
+    weight = torch.randn(vocab_size, hidden_size, requires_grad=True)
+    bias = torch.zeros(vocab_size)
+    bias[5000:5010] = 8.0
+    bias.requires_grad_(True)
+    targets = torch.randint(0, vocab_size, (num_tokens,))
+    targets[:3] = torch.tensor([4095, 4096, 5003])
+    inputs = (hidden, weight, bias)
+
+    token_logps, logsumexp, entropy = fused_linear_logprobs(*inputs, targets, 5, True)
+    expected_logps, expected_logsumexp, expected_entropy = reference.fused_linear_logprobs(
+        *inputs, targets, compute_entropy=True
+    )
+
+    torch.testing.assert_close(token_logps, expected_logps, atol=TOKEN_ATOL, rtol=1e-6)
+    torch.testing.assert_close(logsumexp, expected_logsumexp, atol=TOKEN_ATOL, rtol=1e-6)
+    torch.testing.assert_close(entropy, expected_entropy, atol=ENTROPY_ATOL, rtol=0)
+    grads = gradients(token_logps, inputs)
+    expected_grads = gradients(expected_logps, inputs)
+    for name, grad, expected in zip(("hidden", "weight", "bias"), grads, expected_grads):
+        torch.testing.assert_close(grad, expected, atol=GRAD_ATOL, rtol=0, msg=name)
+
+
+# Entropy, averages and the frozen-head Jacobian
+
+
+def test_entropy_of_uniform_distribution():
+    # A zero LM head gives equal logits, so p = 1 / V everywhere: the entropy is log V and each
+    # token's log-probability is -log V.
+    hidden = torch.randn(6, 4)
+    weight = torch.zeros(V, 4)
+    targets = torch.randint(0, V, (6,))
+
+    token_logps, _, entropy = fused_linear_logprobs(hidden, weight, None, targets, 4, True)
+
+    torch.testing.assert_close(entropy, torch.full((6,), math.log(V)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(token_logps, torch.full((6,), -math.log(V)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("implementation", ops.IMPLEMENTATIONS)
+def test_sequence_entropy_and_mean(implementation, dtype):
+    hidden_states, weight, bias, input_ids, label_mask = make_inputs(dtype=dtype)
+
+    result = ops.sequence_logprobs(
+        hidden_states,
+        weight,
+        bias,
+        input_ids,
+        label_mask,
+        implementation=implementation,
+        chunk_size=7,
+        compute_entropy=True,
+    )
+    expected = ops.sequence_logprobs(
+        hidden_states,
+        weight,
+        bias,
+        input_ids,
+        label_mask,
+        implementation="torch",
+        compute_entropy=True,
+    )
+
+    atol = 1e-12 if dtype == torch.float64 else ENTROPY_ATOL
+    assert result.entropy.shape == result.token_logps.shape
+    assert not result.entropy.requires_grad
+    torch.testing.assert_close(result.entropy, expected.entropy, atol=atol, rtol=0)
+    torch.testing.assert_close(result.mean, result.sum / result.count.clamp(min=1))
+    assert result.mean[FULLY_MASKED_SEQUENCE].item() == 0.0
+    assert ops.sequence_logprobs(hidden_states, weight, bias, input_ids, label_mask).entropy is None
+
+
+def test_hidden_jacobian_output():
+    # token_logps_i depends on hidden_i only, so the gradient of sum_i token_logps_i with
+    # respect to hidden is the per-token Jacobian d token_logps_i / d hidden_i.
+    hidden = torch.randn(11, H, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(V, H, dtype=torch.float64)
+    bias = torch.randn(V, dtype=torch.float64)
+    targets = torch.randint(0, V, (11,))
+
+    outputs = torch.ops.pyalign.fused_linear_logprobs(hidden, weight, bias, targets, 4, False, True)
+    expected_logps, _, _ = reference.fused_linear_logprobs(hidden, weight, bias, targets)
+    (expected_jacobian,) = torch.autograd.grad(expected_logps.sum(), [hidden])
+
+    assert outputs[2].shape == (0,)
+    torch.testing.assert_close(outputs[3], expected_jacobian, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_frozen_head_uses_forward_jacobian(dtype):
+    hidden = torch.randn(10, H).to(dtype).requires_grad_(True)
+    weight = torch.randn(V, H).to(dtype)
+    targets = torch.randint(0, V, (10,))
+
+    token_logps, _, _ = fused_linear_logprobs(hidden, weight, None, targets, 3)
+    expected_logps, _, _ = reference.fused_linear_logprobs(hidden, weight, None, targets)
+    (grad,) = gradients(token_logps, [hidden])
+    (expected,) = gradients(expected_logps, [hidden])
+
+    assert grad.dtype == dtype
+    rtol = 0 if dtype == torch.float32 else 2**-7
+    torch.testing.assert_close(grad, expected, atol=GRAD_ATOL, rtol=rtol)
+    with torch.no_grad():
+        outputs = torch.ops.pyalign.fused_linear_logprobs(hidden, weight, None, targets, 3)
+    assert outputs[3].shape == (0, H)
+
+
+@pytest.mark.slow
+def test_op_runs_inside_torch_compile():
+    torch._dynamo.reset()
+    hidden = torch.randn(12, H, requires_grad=True)
+    weight = torch.randn(V, H, requires_grad=True)
+    targets = torch.randint(0, V, (12,))
+
+    def total(hidden, weight):
+        token_logps, _, entropy = fused_linear_logprobs(hidden, weight, None, targets, 5, True)
+        return token_logps.sum() + 0.0 * entropy.sum()
+
+    expected = total(hidden, weight)
+    expected_grads = torch.autograd.grad(expected, [hidden, weight])
+    value = torch.compile(total, fullgraph=True)(hidden, weight)
+    grads = torch.autograd.grad(value, [hidden, weight])
+
+    torch.testing.assert_close(value, expected)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
 
 
 # Float64, gradcheck and opcheck
@@ -281,7 +433,7 @@ def test_gradcheck_float64():
     bias = torch.randn(7, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 6, 3, 3, 1, 5])
 
-    token_logps, logsumexp = fused_linear_logprobs(hidden, weight, bias, targets, 4)
+    token_logps, logsumexp, _ = fused_linear_logprobs(hidden, weight, bias, targets, 4)
 
     assert token_logps.dtype == torch.float64
     assert logsumexp.dtype == torch.float64
@@ -316,14 +468,33 @@ def test_opcheck_forward(with_bias):
     )
 
 
-@pytest.mark.parametrize("needs_weight_grad", [True, False])
-def test_opcheck_backward(needs_weight_grad):
+@pytest.mark.parametrize(
+    ("compute_entropy", "compute_hidden_jacobian"),
+    [(True, False), (False, True), (True, True)],
+    ids=["entropy", "jacobian", "both"],
+)
+def test_opcheck_forward_with_outputs(compute_entropy, compute_hidden_jacobian):
+    hidden = torch.randn(10, 6, requires_grad=True)
+    weight = torch.randn(13, 6)
+    bias = torch.randn(13)
+    targets = torch.randint(0, 13, (10,))
+    arguments = (hidden, weight, bias, targets, 3, compute_entropy, compute_hidden_jacobian)
+
+    torch.library.opcheck(torch.ops.pyalign.fused_linear_logprobs.default, arguments)
+
+
+@pytest.mark.parametrize(
+    "needs",
+    [(True, True, True), (True, False, False), (False, True, False), (False, False, True)],
+    ids=["all", "hidden", "weight", "bias"],
+)
+def test_opcheck_backward(needs):
     hidden = torch.randn(10, 6)
     weight = torch.randn(13, 6)
     bias = torch.randn(13)
     targets = torch.randint(0, 13, (10,))
     logsumexp = torch.logsumexp(hidden @ weight.T + bias, dim=-1)
-    arguments = (torch.randn(10), hidden, weight, bias, targets, logsumexp, 3, needs_weight_grad)
+    arguments = (torch.randn(10), hidden, weight, bias, targets, logsumexp, 3, *needs)
 
     torch.library.opcheck(torch.ops.pyalign.fused_linear_logprobs_backward.default, arguments)
 
@@ -442,7 +613,7 @@ def test_backward_op_rejects_bad_gradient_shape():
         ValueError, match=r"grad_token_logps must have shape \(N,\) with N = .* = 5"
     ):
         torch.ops.pyalign.fused_linear_logprobs_backward(
-            torch.ones(4), *list(arguments.values())[:4], logsumexp, 2, True
+            torch.ones(4), *list(arguments.values())[:4], logsumexp, 2, True, True, True
         )
 
 

@@ -2,7 +2,6 @@
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,13 @@ def tiny_config(**trainer):
         "model_type": "llm",
         "base_model": "pyalign/tiny",
         "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-        "trainer": {"type": "dpo", "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, **trainer},
+        "trainer": {
+            "type": "dpo",
+            "max_steps": 2,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            **trainer,
+        },
         "input_features": [{"name": "prompt", "type": "text"}],
         "output_features": [{"name": "chosen", "type": "text"}],
         "preprocessing": {"max_length": 128},
@@ -33,15 +38,23 @@ def test_quickstart_config_trains_and_saves_loadable_adapter(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AlignModel(QUICKSTART, overrides=("trainer.max_steps=3",))
+    model = AlignModel(QUICKSTART, overrides=("trainer.max_steps=3", "trainer.logging_steps=1"))
     stats, preprocessed, output_dir = model.train(output_directory=tmp_path)
 
     assert output_dir == tmp_path / "experiment_run"
     assert len(preprocessed["train"]) == 256
     assert len(preprocessed["validation"]) == 64
     assert [record["step"] for record in stats["train"]] == [1, 2, 3]
-    for name in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-                 "rewards/margins", "logps/chosen", "logps/rejected", "learning_rate"):
+    for name in (
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "learning_rate",
+    ):
         assert name in stats["train"][-1], name
         assert f"eval/{name}" in stats["eval"][-1] or name == "learning_rate", name
     assert stats["eval"][0]["step"] == 0
@@ -64,7 +77,9 @@ def test_quickstart_config_trains_and_saves_loadable_adapter(tmp_path):
 def test_second_run_does_not_overwrite_first(tmp_path):
     config = tiny_config(max_steps=1)
     _, _, first = AlignModel(config).train(quickstart_data("validation"), output_directory=tmp_path)
-    _, _, second = AlignModel(config).train(quickstart_data("validation"), output_directory=tmp_path)
+    _, _, second = AlignModel(config).train(
+        quickstart_data("validation"), output_directory=tmp_path
+    )
     assert first.name == "experiment_run"
     assert second.name == "experiment_run_1"
     assert (first / "model" / "adapter_model.safetensors").is_file()
@@ -90,7 +105,9 @@ def test_full_fine_tuning_saves_full_weights_and_keeps_reference_frozen(tmp_path
 
 def test_startup_log_names_backends(tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    AlignModel(tiny_config(max_steps=1)).train(quickstart_data("validation"), output_directory=tmp_path)
+    AlignModel(tiny_config(max_steps=1)).train(
+        quickstart_data("validation"), output_directory=tmp_path
+    )
     messages = [record.getMessage() for record in caplog.records]
     assert any(message.startswith("data backend: pyalign._core") for message in messages)
     op_lines = [message for message in messages if message.startswith("op backend:")]
@@ -109,7 +126,9 @@ def test_plain_torch_ops_only_when_selected_and_logged(tmp_path, caplog):
 def test_validation_fraction_splits_dataset(tmp_path):
     config = tiny_config(max_steps=1)
     config["preprocessing"]["validation_fraction"] = 0.25
-    _, preprocessed, _ = AlignModel(config).train(quickstart_data("validation"), output_directory=tmp_path)
+    _, preprocessed, _ = AlignModel(config).train(
+        quickstart_data("validation"), output_directory=tmp_path
+    )
     assert len(preprocessed["validation"]) == 16
     assert len(preprocessed["train"]) == 48
 
@@ -121,7 +140,9 @@ def test_stories260k_lora_trains_and_adapter_loads(tmp_path):
     model_dir = require_shared("models/stories260K")
     config = tiny_config(max_steps=2)
     config["base_model"] = str(model_dir)
-    _, _, output_dir = AlignModel(config).train(quickstart_data("validation"), output_directory=tmp_path)
+    _, _, output_dir = AlignModel(config).train(
+        quickstart_data("validation"), output_directory=tmp_path
+    )
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     loaded = PeftModel.from_pretrained(base, output_dir / "model")
     assert any("lora" in name for name, _ in loaded.named_parameters())
