@@ -17,8 +17,9 @@ and on CUDA the growth of ``torch.cuda.max_memory_allocated``; both minus the by
 inputs' gradients (``hidden.grad``, ``weight.grad``), which every method must produce. That
 subtraction assumes the gradients are alive at the peak; a method that peaks before its head
 gradient exists (the naive ones do, in the log-softmax backward) is understated by up to V x H
-values with a trainable head. The JSON lines keep the raw growth too. The first step is measured for memory (after a small warm-up of the same method on 16 tokens), the
-following ``--repeats`` steps for time, and the median is reported. Effective TFLOP/s counts
+values with a trainable head. The JSON lines keep the raw growth too. The first step is
+measured for memory (after a small warm-up of the same method on 16 tokens), the following
+``--repeats`` steps for time, and the median is reported. Effective TFLOP/s counts
 8 N H V floating-point operations per step (four N x H x V matrix products).
 
 CPU, the project's reference sizes (Qwen2-0.5B's head)::

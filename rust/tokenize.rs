@@ -720,6 +720,49 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn byte_level_continuation_tokens() {
+        // "é" is the bytes C3 A9, which byte-level BPE writes as the characters "Ã" and "©".
+        let json = r#"{"version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
+                              "trim_offsets": true, "use_regex": true},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                        "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false,
+                      "vocab": {"Ã": 0, "©": 1, "a": 2}, "merges": []}}"#;
+        let inner: tokenizers::Tokenizer = json.parse().unwrap();
+        let tokenizer = TextTokenizer::from_parts(inner, "byte-level", None, None, None);
+
+        let ids = tokenizer.encode("aé", false).unwrap();
+
+        assert_eq!(ids, [2, 0, 1]);
+        let boundaries = tokenizer.char_boundaries();
+        assert!(boundaries.continues_char(1));
+        assert!(!boundaries.continues_char(0));
+        assert_eq!(boundaries.floor_end(&ids, 2), 1);
+        assert_eq!(boundaries.ceil_start(&ids, 2), 3);
+        assert_eq!(
+            tokenizer
+                .decode(&ids[..boundaries.floor_end(&ids, 2)], true)
+                .unwrap(),
+            "a"
+        );
+    }
+
+    #[test]
+    fn byte_fallback_continuation_tokens() {
+        assert_eq!(byte_fallback_value("<0xE2>"), Some(0xE2));
+        assert_eq!(byte_fallback_value("<0x8>"), None);
+        assert_eq!(byte_fallback_value("hello"), None);
+        // The word tokenizer has no byte tokens, so nothing continues a character.
+        let tokenizer = word_tokenizer(false, false, None);
+        assert!((0..9).all(|id| !tokenizer.char_boundaries().continues_char(id)));
+    }
+
+    #[test]
     fn decode_rejects_unknown_id() {
         let tokenizer = word_tokenizer(false, false, None);
 

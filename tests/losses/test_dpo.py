@@ -1,5 +1,6 @@
 """Tests of pyalign.losses.dpo_loss: hand-derived values, the op against its twin, and TRL."""
 
+import logging
 import math
 
 import pytest
@@ -422,3 +423,17 @@ def test_config_lists_the_same_loss_types():
 
     assert tuple(config.DPO_LOSS_TYPES) == DPO_LOSS_TYPES
     assert tuple(config.REFERENCE_FREE_DPO_LOSS_TYPES) == REFERENCE_FREE_LOSS_TYPES
+
+
+def test_torch_implementation_logs_selection(caplog, monkeypatch):
+    from pyalign.losses import _dispatch
+
+    # The selection is logged once per process; forget an earlier one.
+    monkeypatch.setattr(_dispatch, "_torch_selection_logged", False)
+    policy, reference = random_pairs(3, torch.float32)
+
+    with caplog.at_level(logging.INFO, logger="pyalign.losses"):
+        dpo_loss(policy, reference, beta=0.1, implementation="torch")
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("plain-PyTorch loss implementation was selected" in text for text in messages)
