@@ -18,8 +18,10 @@ inputs' gradients (``hidden.grad``, ``weight.grad``), which every method must pr
 subtraction assumes the gradients are alive at the peak; a method that peaks before its head
 gradient exists (the naive ones do, in the log-softmax backward) is understated by up to V x H
 values with a trainable head. The JSON lines keep the raw growth too. The first step is
-measured for memory (after a small warm-up of the same method on 16 tokens), the following
-``--repeats`` steps for time, and the median is reported. Effective TFLOP/s counts
+measured for memory (after a small warm-up of the same method on 16 tokens), one case at a
+time. The ``--repeats`` timed steps then run round-robin over the methods of one (N, P, head),
+each process waiting while another runs, so that changing load on a shared machine affects
+every method alike. The median is reported. Effective TFLOP/s counts
 8 N H V floating-point operations per step (four N x H x V matrix products).
 
 CPU, the project's reference sizes (Qwen2-0.5B's head)::
@@ -42,6 +44,7 @@ import argparse
 import importlib.util
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -169,8 +172,12 @@ def _status_bytes(field):
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def run_case(config):
-    """Run one case and return its measurements as a dict."""
+def serve_case(config):
+    """Set up one case, then answer the parent's commands on stdin, one JSON line each.
+
+    ``memory`` runs the measured first step and returns its loss and peak memory, ``step`` runs
+    one timed step and returns its time, and ``quit`` ends the process.
+    """
     import torch
 
     torch.manual_seed(0)
@@ -192,46 +199,51 @@ def run_case(config):
     run(make_inputs(config, WARM_UP_TOKENS * config["pairs"], torch))
     inputs = make_inputs(config, config["tokens"], torch)
     hidden_states, weight = inputs[0], inputs[1]
+    _reply({"ready": True})
 
-    meter = MemoryMeter(config["device"], torch)
-    meter.start()
-    loss = run(inputs)
-    peak_growth = meter.peak_growth()
-    grad_bytes = sum(
-        tensor.grad.numel() * tensor.grad.element_size()
-        for tensor in (hidden_states, weight)
-        if tensor.grad is not None
-    )
+    for command in sys.stdin:
+        command = command.strip()
+        if command == "memory":
+            meter = MemoryMeter(config["device"], torch)
+            meter.start()
+            loss = run(inputs)
+            peak_growth = meter.peak_growth()
+            grad_bytes = sum(
+                tensor.grad.numel() * tensor.grad.element_size()
+                for tensor in (hidden_states, weight)
+                if tensor.grad is not None
+            )
+            _reply(
+                {
+                    "loss": loss.item(),
+                    "peak_extra_bytes": peak_growth - grad_bytes,
+                    "peak_growth_bytes": peak_growth,
+                    "grad_bytes": grad_bytes,
+                    "torch_threads": torch.get_num_threads(),
+                }
+            )
+        elif command == "step":
+            started = time.perf_counter()
+            run(inputs)
+            _reply({"seconds": time.perf_counter() - started})
+        else:
+            return
 
-    times = []
-    for _ in range(config["repeats"]):
-        started = time.perf_counter()
-        run(inputs)
-        times.append(time.perf_counter() - started)
-    median = statistics.median(times)
-    flops = 8 * config["tokens"] * config["hidden"] * config["vocab"]
-    return {
-        **config,
-        "loss": loss.item(),
-        "peak_extra_bytes": peak_growth - grad_bytes,
-        "peak_growth_bytes": peak_growth,
-        "grad_bytes": grad_bytes,
-        "median_seconds": median,
-        "seconds": times,
-        "effective_tflops": flops / median / 1e12,
-        "torch_threads": torch.get_num_threads(),
-    }
+
+def _reply(message):
+    print(json.dumps(message), flush=True)
 
 
 # The matrix of cases, each in a subprocess
 
 
-def case_configs(arguments):
+def case_groups(arguments):
+    """Yield, per (N, P, head), the configs of all methods: they are timed interleaved."""
     for tokens in arguments.tokens:
         for pairs in arguments.pairs:
             for head in arguments.head:
-                for method in arguments.methods:
-                    yield {
+                yield [
+                    {
                         "method": method,
                         "tokens": tokens,
                         "pairs": pairs,
@@ -243,27 +255,100 @@ def case_configs(arguments):
                         "repeats": arguments.repeats,
                         "threads": arguments.threads,
                     }
+                    for method in arguments.methods
+                ]
 
 
-def run_in_subprocess(config, timeout):
-    package = REQUIRED_PACKAGES.get(config["method"])
-    if package and importlib.util.find_spec(package) is None:
-        return {**config, "skipped": f"{package} is not installed"}
-    command = [sys.executable, __file__, "--run-case", json.dumps(config)]
-    environment = {
-        **os.environ,
-        "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}" + os.environ.get("PYTHONPATH", ""),
-    }
-    try:
-        completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=environment
+class CaseProcess:
+    """One method's case in its own Python process, driven through stdin and stdout."""
+
+    def __init__(self, config, timeout):
+        self.config = config
+        self.timeout = timeout
+        self.result = dict(config)
+        package = REQUIRED_PACKAGES.get(config["method"])
+        if package and importlib.util.find_spec(package) is None:
+            self.result["skipped"] = f"{package} is not installed"
+            self.process = None
+            return
+        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-case", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": python_path},
         )
-    except subprocess.TimeoutExpired:
-        return {**config, "skipped": f"timed out after {timeout} s"}
-    if completed.returncode != 0:
-        last_lines = "\n".join(completed.stderr.strip().splitlines()[-5:])
-        return {**config, "skipped": f"failed (exit status {completed.returncode}): {last_lines}"}
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+        self.request(None)  # the "ready" line
+
+    @property
+    def alive(self):
+        return self.process is not None and "skipped" not in self.result
+
+    def request(self, command):
+        """Send a command (None sends nothing) and return the reply, or None on failure."""
+        if not self.alive:
+            return None
+        try:
+            if command is not None:
+                self.process.stdin.write(command + "\n")
+                self.process.stdin.flush()
+            line = _read_line(self.process.stdout, self.timeout)
+        except (BrokenPipeError, TimeoutError) as error:
+            line = None
+            reason = f"timed out after {self.timeout} s" if isinstance(error, TimeoutError) else ""
+        else:
+            reason = ""
+        if not line:
+            self.stop()
+            stderr = self.process.stderr.read() if self.process.poll() is not None else ""
+            last_lines = "\n".join(stderr.strip().splitlines()[-5:])
+            self.result["skipped"] = reason or f"failed: {last_lines}"
+            return None
+        return json.loads(line)
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+def _read_line(stream, timeout):
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise TimeoutError
+    return stream.readline()
+
+
+def run_group(configs, timeout):
+    """Run one (N, P, head) group: memory one case at a time, then timed rounds interleaved."""
+    cases = [CaseProcess(config, timeout) for config in configs]
+    for case in cases:
+        reply = case.request("memory")
+        if reply is not None:
+            case.result.update(reply)
+            case.result["seconds"] = []
+    for _ in range(configs[0]["repeats"]):
+        for case in cases:
+            reply = case.request("step")
+            if reply is not None:
+                case.result["seconds"].append(reply["seconds"])
+    for case in cases:
+        case.stop()
+        if "skipped" in case.result:
+            continue
+        median = statistics.median(case.result["seconds"])
+        config = case.config
+        flops = 8 * config["tokens"] * config["hidden"] * config["vocab"]
+        case.result["median_seconds"] = median
+        case.result["effective_tflops"] = flops / median / 1e12
+    return [case.result for case in cases]
 
 
 def format_row(result, baseline):
@@ -318,28 +403,27 @@ def parse_arguments(argv=None):
     )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
     parser.add_argument("--json-output", type=Path, help="also append the JSON lines to this file")
-    parser.add_argument("--run-case", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-case", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    if arguments.run_case:
-        print(json.dumps(run_case(json.loads(arguments.run_case))))
+    if arguments.serve_case:
+        serve_case(json.loads(arguments.serve_case))
         return 0
 
-    baselines = {}
-    for config in case_configs(arguments):
-        result = run_in_subprocess(config, arguments.timeout)
-        key = (config["tokens"], config["pairs"], config["head"])
-        if config["method"] == "naive":
-            baselines[key] = result
-        print(format_row(result, baselines.get(key)), flush=True)
-        line = json.dumps(result)
-        print(line, flush=True)
-        if arguments.json_output:
-            with arguments.json_output.open("a") as handle:
-                handle.write(line + "\n")
+    for configs in case_groups(arguments):
+        results = run_group(configs, arguments.timeout)
+        baseline = next((result for result in results if result["method"] == "naive"), None)
+        for result in results:
+            print(format_row(result, baseline), flush=True)
+        for result in results:
+            line = json.dumps(result)
+            print(line, flush=True)
+            if arguments.json_output:
+                with arguments.json_output.open("a") as handle:
+                    handle.write(line + "\n")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Write the story openings that the GRPO example on stories260K completes.
 
-stories260K was trained on TinyStories, so openings in that style get fluent completions, and
-about half of them already name a girl called Lily: a reward for mentioning her is one a
-260K-parameter model can learn in a few dozen steps. No opening names anyone. Run from the
+stories260K was trained on TinyStories, so openings in that style get fluent completions. About
+one sampled completion in six already names a girl called Lily, so a reward for mentioning her
+is one a 260K-parameter model can learn in a few dozen steps. No opening names anyone. Run from the
 repository root to regenerate ``examples/data/story_prompts_*.jsonl``; the output is
 deterministic.
 """

@@ -374,6 +374,9 @@ def tokenize_prompts(
 
     The post-processor runs (so the prompt starts with BOS when the tokenizer adds one) and an
     EOS it appended is removed. A prompt with no token left is dropped as ``"empty_prompt"``.
+
+    NOTE: this calls ``Tokenizer.encode`` once per prompt from Python, because ``_core`` has no
+    prompt-only dataset; GSM8K's 7,473 questions took 0.5 s with stories260K's tokenizer.
     """
     max_prompt_length = preprocessing["max_prompt_length"]
     keep_start = preprocessing["truncation_mode"] == "keep_start"

@@ -17,7 +17,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -47,6 +46,13 @@ constexpr int64_t kVocabBlock = 4096;
 // Helpers inlined into each clone, so that they are compiled for its instruction set.
 #define PYALIGN_INLINE [[gnu::always_inline]] inline
 
+// std::bit_cast is C++20, and older torch builds compile extensions as C++17; GCC (11 and
+// later) and Clang have the builtin in either mode.
+template <typename To, typename From>
+PYALIGN_INLINE To bit_cast(From value) {
+  return __builtin_bit_cast(To, value);
+}
+
 // exp(x) for float32, accurate to about 2 ulp, written so that the compiler vectorises the
 // loops that call it (std::exp is a scalar library call): no branches, bit casts instead of
 // memcpy. Cody-Waite reduction x = n ln 2 + r with |r| <= ln 2 / 2, the Cephes expf polynomial
@@ -73,8 +79,8 @@ PYALIGN_INLINE float exp_approx(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
 
-  const int32_t exponent = std::bit_cast<int32_t>(shifted) - kRoundingShiftBits;
-  return p * std::bit_cast<float>((exponent + 127) << 23);
+  const int32_t exponent = bit_cast<int32_t>(shifted) - kRoundingShiftBits;
+  return p * bit_cast<float>((exponent + 127) << 23);
 }
 
 // float64 is for tests and gradcheck, where accuracy matters more than speed.
@@ -90,8 +96,8 @@ PYALIGN_INLINE scalar_t row_maximum_loop(const scalar_t* row, int64_t width) {
   return maximum;
 }
 
-// Returns sum_j exp(row_j - shift); with kWeighted also sum_j exp(row_j - shift) (row_j -
-// shift) in *weighted_sum, and with kStore replaces each row_j by its exp(row_j - shift).
+// Returns sum_j exp(row_j - shift). With kWeighted it also writes sum_j exp(row_j - shift)
+// (row_j - shift) to *weighted_sum. With kStore it replaces each row_j by exp(row_j - shift).
 template <typename scalar_t, bool kWeighted, bool kStore>
 PYALIGN_INLINE scalar_t exp_sum_loop(scalar_t* row, int64_t width, scalar_t shift,
                                      scalar_t* weighted_sum) {

@@ -1,9 +1,9 @@
 // CUDA kernels of pyalign::fused_linear_logprobs and its backward.
 //
-// Both ops walk the tokens in chunks of chunk_size rows. For each chunk, cuBLAS (through ATen's
-// at::mm_out and addmm_out, on the current stream) computes the chunk's float32 logits against
-// the whole vocabulary, and one fused kernel, with a thread block per row, reduces each row to
-// its logsumexp, target log-probability and entropy (forward) or turns it into d loss / d logits
+// Both ops walk the tokens in chunks of chunk_size rows. For each chunk, cuBLAS computes the
+// chunk's float32 logits against the whole vocabulary, through ATen's at::mm_out and addmm_out
+// on the current stream. Then one fused kernel, with a thread block per row, reduces each row to
+// its logsumexp, target log-probability and entropy (forward), or turns it into d loss / d logits
 // (backward). The chunk's logits are the only large buffer: chunk_size x V float32 values, plus
 // chunk_size x V values of the matrix-product dtype for the gradient or probabilities.
 //
@@ -54,8 +54,8 @@ __device__ __forceinline__ T warp_max(T value) {
   return value;
 }
 
-// Reduces over the thread block and returns the result to every thread. `shared` holds one
-// value per warp.
+// Reduces over the thread block and returns the result to every thread. `shared` has room for
+// one value per warp.
 template <typename T, bool kMax>
 __device__ T block_reduce(T value, T* shared) {
   const int lane = threadIdx.x % kWarpSize;

@@ -1,6 +1,6 @@
 """Each trainer type trains a few steps from ``pyalign train`` and saves a model that loads.
 
-The model is the shared stories260K when it is there, else the built-in ``pyalign/tiny``.
+The model is stories260K when the test assets are present, else the built-in ``pyalign/tiny``.
 """
 
 import json

@@ -17,7 +17,7 @@ STORY_PROMPTS = REPO_ROOT / "examples" / "data" / "story_prompts_train.jsonl"
 
 
 def tiny_base_model() -> str:
-    """Return the shared stories260K model when it is there, else the built-in preset."""
+    """Return stories260K when the test assets are present, else the built-in preset."""
     shared = shared_dir() / "models" / "stories260K"
     return str(shared) if (shared / "config.json").is_file() else "pyalign/tiny"
 

@@ -106,7 +106,8 @@ def test_weighted_sum_with_none():
         ("one", lambda completions, **_: [1.0, None, 1.0]),
     ]
     table, total = score(functions, ["a", "b", "c"], weights=[2.0, 0.5])
-    assert np.isnan(table[0, 0]) and np.isnan(table[1, 1])
+    assert np.isnan(table[0, 0])
+    assert np.isnan(table[1, 1])
     assert total.tolist() == [0.5, 2.0, 2.5]
 
 
