@@ -184,6 +184,11 @@ PREPROCESSING_FIELDS = {
     "rejected_column": ByTrainerType({name: Field("str", "rejected") for name in PREFERENCE_TYPES}),
     "label_column": ByTrainerType({"kto": Field("str", "label")}),
     "validation_fraction": Field("float", 0.0, minimum=0.0, maximum=0.5),
+    # true renders conversational prompts with the tokenizer's own chat template; a string is
+    # the Jinja template text itself.
+    "chat_template": ByTrainerType(
+        {name: Field("bool|str", False) for name in ("dpo", "kto", "orpo")}
+    ),
 }
 
 BACKEND_FIELDS = {
@@ -217,6 +222,7 @@ TYPE_NAMES = {
     "int": "an integer",
     "float": "a number",
     "bool": "true or false",
+    "bool|str": "true, false or a Jinja template string",
     "list[str]": "a list of strings",
     "list[float]": "a list of numbers",
     "section": "a mapping",
@@ -435,6 +441,9 @@ def _coerce(value: Any, kind: str, path: str) -> Any:
             return number
     elif kind == "bool":
         if isinstance(value, bool):
+            return value
+    elif kind == "bool|str":
+        if isinstance(value, (bool, str)):
             return value
     elif kind == "list[str]":
         if isinstance(value, list) and all(isinstance(item, str) for item in value):

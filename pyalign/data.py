@@ -131,6 +131,7 @@ def tokenize_pairs(
         max_length=preprocessing["max_length"],
         max_prompt_length=preprocessing["max_prompt_length"],
         truncation_mode=preprocessing["truncation_mode"],
+        chat_template=preprocessing["chat_template"],
     )
     data = PreferenceData(
         source=source,
@@ -270,6 +271,7 @@ def tokenize_responses(
         max_length=preprocessing["max_length"],
         max_prompt_length=preprocessing["max_prompt_length"],
         truncation_mode=preprocessing["truncation_mode"],
+        chat_template=preprocessing["chat_template"],
     )
     labels = np.asarray(table[columns.label], dtype=bool)[rows.kept_indices]
     data = ResponseData(
