@@ -20,12 +20,18 @@ if ! python3 -c "from pyalign.ops._build import find_nvcc; find_nvcc()" 2>/dev/n
         exit 1
     fi
     toolkit=build/cuda-toolkit
-    echo "installing the CUDA ${cuda_version} compiler from PyPI into ${toolkit}"
-    python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$toolkit" \
-        "nvidia-cuda-nvcc==${cuda_version}.*" "nvidia-nvvm==${cuda_version}.*" \
-        "nvidia-cuda-crt==${cuda_version}.*" "nvidia-cuda-runtime==${cuda_version}.*" \
-        "nvidia-cuda-cccl==${cuda_version}.*"
-    nvcc_arguments=(--nvcc "$(ls "$toolkit"/nvidia/cu*/bin/nvcc | head -n 1)")
+    nvcc=$(ls "$toolkit"/nvidia/cu*/bin/nvcc 2>/dev/null | head -n 1 || true)
+    # Reuse an earlier install when it is the right CUDA version.
+    if [ -z "$nvcc" ] || ! "$nvcc" --version | grep -q "release ${cuda_version}"; then
+        echo "installing the CUDA ${cuda_version} compiler from PyPI into ${toolkit}"
+        rm -rf "$toolkit"
+        python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$toolkit" \
+            "nvidia-cuda-nvcc==${cuda_version}.*" "nvidia-nvvm==${cuda_version}.*" \
+            "nvidia-cuda-crt==${cuda_version}.*" "nvidia-cuda-runtime==${cuda_version}.*" \
+            "nvidia-cuda-cccl==${cuda_version}.*"
+        nvcc=$(ls "$toolkit"/nvidia/cu*/bin/nvcc | head -n 1)
+    fi
+    nvcc_arguments=(--nvcc "$nvcc")
 fi
 
 python3 -m pyalign.ops --cuda-compile-only "${nvcc_arguments[@]}" "$@"

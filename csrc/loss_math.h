@@ -321,8 +321,7 @@ C10_HOST_DEVICE inline GrpoTokenGrads<scalar_t> grpo_token_grad(
   const scalar_t lower = 1 - hp.epsilon_low;
   const scalar_t upper = 1 + hp.epsilon_high;
   const scalar_t clipped_ratio = ratio < lower ? lower : (ratio > upper ? upper : ratio);
-  const bool clip_binds =
-      (advantage > 0 && ratio > upper) || (advantage < 0 && ratio < lower);
+  const bool clip_binds = (advantage > 0 && ratio > upper) || (advantage < 0 && ratio < lower);
 
   GrpoTokenGrads<scalar_t> out;
   const scalar_t grad_ratio = clip_binds ? scalar_t(0) : -advantage;  // d loss / dc

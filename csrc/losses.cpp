@@ -148,8 +148,8 @@ KtoArguments prepare_kto_arguments(const char* op_name, const at::Tensor& policy
                                    const at::Tensor& reference_logps, const at::Tensor& labels,
                                    const at::Tensor& kl, double beta, double desirable_weight,
                                    double undesirable_weight) {
-  TORCH_CHECK_VALUE(policy_logps.dim() == 1, op_name,
-                    ": policy_logps must have shape (B,), got ", policy_logps.sizes());
+  TORCH_CHECK_VALUE(policy_logps.dim() == 1, op_name, ": policy_logps must have shape (B,), got ",
+                    policy_logps.sizes());
   check_float(op_name, "policy_logps", policy_logps);
   check_float(op_name, "reference_logps", reference_logps);
   check_float(op_name, "kl", kl);
@@ -194,8 +194,7 @@ OrpoArguments prepare_orpo_arguments(const char* op_name, const at::Tensor& chos
   args.chosen = chosen.to(dtype).contiguous();
   args.rejected = rejected.to(dtype).contiguous();
   args.chosen_tokens = prepare_tokens(op_name, "chosen_tokens", chosen_tokens, chosen, dtype);
-  args.rejected_tokens =
-      prepare_tokens(op_name, "rejected_tokens", rejected_tokens, chosen, dtype);
+  args.rejected_tokens = prepare_tokens(op_name, "rejected_tokens", rejected_tokens, chosen, dtype);
   args.beta = beta;
   return args;
 }

@@ -137,8 +137,7 @@ PYALIGN_CPU_CLONES float exp_sum_float(float* row, int64_t width, float shift, b
   return exp_sum_loop<float, false, false>(row, width, shift, weighted_sum);
 }
 
-PYALIGN_CPU_CLONES void softmax_grad_float(float* row, int64_t width, float grad,
-                                           float logsumexp) {
+PYALIGN_CPU_CLONES void softmax_grad_float(float* row, int64_t width, float grad, float logsumexp) {
   softmax_grad_loop(row, width, grad, logsumexp);
 }
 
@@ -172,17 +171,18 @@ void softmax_grad(scalar_t* row, int64_t width, scalar_t grad, scalar_t logsumex
 // The running per-row state of the forward pass over vocabulary blocks, all (rows,) arrays.
 template <typename scalar_t>
 struct RowState {
-  scalar_t* maximum;        // m, -inf before the first block
-  scalar_t* sum;            // s
-  scalar_t* target_logit;   // z_y, once the block holding y is seen
-  scalar_t* weighted_sum;   // t, or nullptr without entropy
-  scalar_t* rescale;        // exp(m_old - m) of the last block, or nullptr without Jacobian
+  scalar_t* maximum;       // m, -inf before the first block
+  scalar_t* sum;           // s
+  scalar_t* target_logit;  // z_y, once the block holding y is seen
+  scalar_t* weighted_sum;  // t, or nullptr without entropy
+  scalar_t* rescale;       // exp(m_old - m) of the last block, or nullptr without Jacobian
 };
 
 template <typename scalar_t, bool kWeighted, bool kStore>
 void fold_block_rows(scalar_t* logits, int64_t rows, int64_t width, int64_t vocab_start,
                      const int64_t* targets, const RowState<scalar_t>& state) {
-  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, width));
+  const int64_t grain =
+      std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, width));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       scalar_t* row = logits + i * width;
@@ -194,8 +194,7 @@ void fold_block_rows(scalar_t* logits, int64_t rows, int64_t width, int64_t voca
       const scalar_t old_maximum = state.maximum[i];
       const scalar_t maximum = std::max(old_maximum, row_maximum(row, width));
       // The first block starts from sum 0 and maximum -inf; its rescale factor is irrelevant.
-      const scalar_t rescale =
-          state.sum[i] == 0 ? scalar_t(0) : std::exp(old_maximum - maximum);
+      const scalar_t rescale = state.sum[i] == 0 ? scalar_t(0) : std::exp(old_maximum - maximum);
       scalar_t block_weighted = 0;
       const scalar_t block_sum =
           exp_sum<scalar_t, kWeighted, kStore>(row, width, maximum, &block_weighted);
@@ -236,7 +235,8 @@ template <typename scalar_t>
 void logits_to_grad(scalar_t* logits, int64_t rows, int64_t width, int64_t vocab_start,
                     const int64_t* targets, const scalar_t* logsumexp,
                     const scalar_t* grad_token_logps) {
-  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, width));
+  const int64_t grain =
+      std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, width));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       scalar_t* row = logits + i * width;
@@ -300,16 +300,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
     const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& targets, int64_t chunk_size, bool compute_entropy,
     bool compute_hidden_jacobian) {
-  const Inputs in = prepare_inputs("fused_linear_logprobs", hidden, weight, bias, targets,
-                                   chunk_size);
+  const Inputs in =
+      prepare_inputs("fused_linear_logprobs", hidden, weight, bias, targets, chunk_size);
   const auto acc_options = hidden.options().dtype(in.acc_dtype);
   const int64_t num_tokens = hidden.size(0);
   const int64_t hidden_size = hidden.size(1);
   const int64_t vocab_size = weight.size(0);
 
-  at::Tensor token_logps = at::empty({num_tokens}, acc_options);  // (N,)
-  at::Tensor logsumexp = at::empty({num_tokens}, acc_options);    // (N,)
-  at::Tensor row_sum = at::zeros({num_tokens}, acc_options);      // (N,)
+  at::Tensor token_logps = at::empty({num_tokens}, acc_options);                    // (N,)
+  at::Tensor logsumexp = at::empty({num_tokens}, acc_options);                      // (N,)
+  at::Tensor row_sum = at::zeros({num_tokens}, acc_options);                        // (N,)
   at::Tensor entropy = at::zeros({compute_entropy ? num_tokens : 0}, acc_options);  // (N,)
   at::Tensor jacobian =
       at::empty({compute_hidden_jacobian ? num_tokens : 0, hidden_size}, acc_options);  // (N, H)
@@ -403,8 +403,8 @@ fused_linear_logprobs_backward_cpu(const at::Tensor& grad_token_logps, const at:
   at::Tensor grad_bias_acc;
   const int64_t max_rows = std::min(chunk_size, num_tokens);
   if (needs_hidden_grad) {
-    grad_hidden = at::empty({num_tokens, hidden_size}, hidden.options());     // (N, H)
-    grad_hidden_buffer = at::empty({max_rows, hidden_size}, acc_options);     // (C, H)
+    grad_hidden = at::empty({num_tokens, hidden_size}, hidden.options());  // (N, H)
+    grad_hidden_buffer = at::empty({max_rows, hidden_size}, acc_options);  // (C, H)
   }
   if (needs_weight_grad) {
     grad_weight_acc = at::zeros({vocab_size, hidden_size}, acc_options);  // (V, H)

@@ -35,8 +35,8 @@ struct DpoPointers {
         rejected_tokens(args.rejected_tokens.data_ptr<scalar_t>()) {}
 
   DpoPairInputs<scalar_t> pair(int64_t p) const {
-    return {chosen[p],           rejected[p],      reference_chosen[p],
-            reference_rejected[p], chosen_tokens[p], rejected_tokens[p]};
+    return {chosen[p],        rejected[p],       reference_chosen[p], reference_rejected[p],
+            chosen_tokens[p], rejected_tokens[p]};
   }
 };
 
@@ -57,8 +57,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dpo_loss_cpu(
   const DpoArguments args = prepare_dpo_arguments(
       "dpo_loss", chosen, rejected, reference_chosen, reference_rejected, chosen_tokens,
       rejected_tokens, std::string(loss_type), beta, label_smoothing, gamma);
-  at::Tensor losses = at::empty_like(args.chosen);           // (P,)
-  at::Tensor chosen_rewards = at::empty_like(args.chosen);   // (P,)
+  at::Tensor losses = at::empty_like(args.chosen);            // (P,)
+  at::Tensor chosen_rewards = at::empty_like(args.chosen);    // (P,)
   at::Tensor rejected_rewards = at::empty_like(args.chosen);  // (P,)
 
   AT_DISPATCH_FLOATING_TYPES(args.chosen.scalar_type(), "dpo_loss_cpu", [&] {
@@ -69,8 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dpo_loss_cpu(
     scalar_t* rejected_out = rejected_rewards.data_ptr<scalar_t>();
     at::parallel_for(0, args.chosen.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        loss_out[p] =
-            dpo_pair_loss(inputs.pair(p), hp, &chosen_out[p], &rejected_out[p]);
+        loss_out[p] = dpo_pair_loss(inputs.pair(p), hp, &chosen_out[p], &rejected_out[p]);
       }
     });
   });
@@ -79,13 +78,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dpo_loss_cpu(
 
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>, std::optional<at::Tensor>>
 dpo_loss_backward_cpu(const at::Tensor& grad_losses, const at::Tensor& chosen,
-                      const at::Tensor& rejected,
-                      const std::optional<at::Tensor>& reference_chosen,
+                      const at::Tensor& rejected, const std::optional<at::Tensor>& reference_chosen,
                       const std::optional<at::Tensor>& reference_rejected,
                       const std::optional<at::Tensor>& chosen_tokens,
-                      const std::optional<at::Tensor>& rejected_tokens,
-                      c10::string_view loss_type, double beta, double label_smoothing,
-                      double gamma) {
+                      const std::optional<at::Tensor>& rejected_tokens, c10::string_view loss_type,
+                      double beta, double label_smoothing, double gamma) {
   constexpr const char* op_name = "dpo_loss_backward";
   const DpoArguments args = prepare_dpo_arguments(
       op_name, chosen, rejected, reference_chosen, reference_rejected, chosen_tokens,
@@ -126,9 +123,8 @@ std::tuple<at::Tensor, at::Tensor> kto_loss_cpu(const at::Tensor& policy_logps,
                                                 const at::Tensor& labels, const at::Tensor& kl,
                                                 double beta, double desirable_weight,
                                                 double undesirable_weight) {
-  const KtoArguments args =
-      prepare_kto_arguments("kto_loss", policy_logps, reference_logps, labels, kl, beta,
-                            desirable_weight, undesirable_weight);
+  const KtoArguments args = prepare_kto_arguments("kto_loss", policy_logps, reference_logps, labels,
+                                                  kl, beta, desirable_weight, undesirable_weight);
   at::Tensor losses = at::empty_like(args.policy);   // (B,)
   at::Tensor rewards = at::empty_like(args.policy);  // (B,)
 
@@ -152,14 +148,14 @@ std::tuple<at::Tensor, at::Tensor> kto_loss_cpu(const at::Tensor& policy_logps,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kto_loss_backward_cpu(
     const at::Tensor& grad_losses, const at::Tensor& policy_logps,
-    const at::Tensor& reference_logps, const at::Tensor& labels, const at::Tensor& kl,
-    double beta, double desirable_weight, double undesirable_weight) {
+    const at::Tensor& reference_logps, const at::Tensor& labels, const at::Tensor& kl, double beta,
+    double desirable_weight, double undesirable_weight) {
   constexpr const char* op_name = "kto_loss_backward";
   const KtoArguments args = prepare_kto_arguments(op_name, policy_logps, reference_logps, labels,
                                                   kl, beta, desirable_weight, undesirable_weight);
   const at::Tensor grad =
       prepare_grad(op_name, grad_losses, args.policy.sizes(), args.policy.scalar_type());
-  at::Tensor grad_policy = at::empty_like(args.policy);  // (B,)
+  at::Tensor grad_policy = at::empty_like(args.policy);   // (B,)
   at::Tensor grad_kl_rows = at::empty_like(args.policy);  // (B,), summed below
 
   AT_DISPATCH_FLOATING_TYPES(args.policy.scalar_type(), "kto_loss_backward_cpu", [&] {
@@ -174,8 +170,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kto_loss_backward_cpu(
       for (int64_t i = begin; i < end; ++i) {
         scalar_t d_policy, d_kl;
         kto_row_grad(policy[i], reference[i], desirable[i], kl_value, scalar_t(args.beta),
-                     scalar_t(args.desirable_weight), scalar_t(args.undesirable_weight),
-                     &d_policy, &d_kl);
+                     scalar_t(args.desirable_weight), scalar_t(args.undesirable_weight), &d_policy,
+                     &d_kl);
         policy_out[i] = grad_in[i] * d_policy;
         kl_out[i] = grad_in[i] * d_kl;
       }
@@ -212,12 +208,9 @@ std::tuple<at::Tensor, at::Tensor> orpo_loss_cpu(const at::Tensor& chosen,
   return {losses, log_odds};
 }
 
-std::tuple<at::Tensor, at::Tensor> orpo_loss_backward_cpu(const at::Tensor& grad_losses,
-                                                          const at::Tensor& chosen,
-                                                          const at::Tensor& rejected,
-                                                          const at::Tensor& chosen_tokens,
-                                                          const at::Tensor& rejected_tokens,
-                                                          double beta) {
+std::tuple<at::Tensor, at::Tensor> orpo_loss_backward_cpu(
+    const at::Tensor& grad_losses, const at::Tensor& chosen, const at::Tensor& rejected,
+    const at::Tensor& chosen_tokens, const at::Tensor& rejected_tokens, double beta) {
   constexpr const char* op_name = "orpo_loss_backward";
   const OrpoArguments args =
       prepare_orpo_arguments(op_name, chosen, rejected, chosen_tokens, rejected_tokens, beta);
@@ -251,14 +244,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_cpu(
     const at::Tensor& logps, const std::optional<at::Tensor>& old_logps,
     const std::optional<at::Tensor>& ref_logps, const at::Tensor& advantages,
     const at::Tensor& completion_mask, double beta, double epsilon_low, double epsilon_high) {
-  const GrpoArguments args = prepare_grpo_arguments("grpo_loss", logps, old_logps, ref_logps,
-                                                    advantages, completion_mask, beta,
-                                                    epsilon_low, epsilon_high);
+  const GrpoArguments args =
+      prepare_grpo_arguments("grpo_loss", logps, old_logps, ref_logps, advantages, completion_mask,
+                             beta, epsilon_low, epsilon_high);
   const int64_t num_tokens = args.logps.size(1);
-  at::Tensor losses = at::empty_like(args.logps);                          // (B, T)
-  at::Tensor kl = at::empty_like(args.logps);                              // (B, T)
-  at::Tensor low_clipped = at::empty_like(args.mask);                      // (B, T) bool
-  at::Tensor high_clipped = at::empty_like(args.mask);                     // (B, T) bool
+  at::Tensor losses = at::empty_like(args.logps);       // (B, T)
+  at::Tensor kl = at::empty_like(args.logps);           // (B, T)
+  at::Tensor low_clipped = at::empty_like(args.mask);   // (B, T) bool
+  at::Tensor high_clipped = at::empty_like(args.mask);  // (B, T) bool
 
   AT_DISPATCH_FLOATING_TYPES(args.logps.scalar_type(), "grpo_loss_cpu", [&] {
     const GrpoHyperparameters<scalar_t> hp{scalar_t(args.beta), scalar_t(args.epsilon_low),
@@ -300,17 +293,16 @@ grpo_loss_backward_cpu(const at::Tensor& grad_losses, const at::Tensor& logps,
                        const at::Tensor& completion_mask, double beta, double epsilon_low,
                        double epsilon_high) {
   constexpr const char* op_name = "grpo_loss_backward";
-  const GrpoArguments args = prepare_grpo_arguments(op_name, logps, old_logps, ref_logps,
-                                                    advantages, completion_mask, beta,
-                                                    epsilon_low, epsilon_high);
+  const GrpoArguments args =
+      prepare_grpo_arguments(op_name, logps, old_logps, ref_logps, advantages, completion_mask,
+                             beta, epsilon_low, epsilon_high);
   const at::Tensor grad =
       prepare_grad(op_name, grad_losses, args.logps.sizes(), args.logps.scalar_type());
   const int64_t num_sequences = args.logps.size(0);
   const int64_t num_tokens = args.logps.size(1);
   at::Tensor grad_policy = at::empty_like(args.logps);  // (B, T)
   at::Tensor grad_old = args.old_logps.defined() ? at::empty_like(args.logps) : at::Tensor();
-  at::Tensor grad_reference =
-      args.ref_logps.defined() ? at::empty_like(args.logps) : at::Tensor();
+  at::Tensor grad_reference = args.ref_logps.defined() ? at::empty_like(args.logps) : at::Tensor();
   at::Tensor grad_advantages = at::empty_like(args.advantages);  // (B,)
 
   AT_DISPATCH_FLOATING_TYPES(args.logps.scalar_type(), "grpo_loss_backward_cpu", [&] {

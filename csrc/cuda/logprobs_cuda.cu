@@ -14,10 +14,9 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
@@ -131,7 +130,8 @@ __global__ void logits_grad_kernel(const acc_t* logits, int64_t width,
                                    const acc_t* __restrict__ bias,
                                    const int64_t* __restrict__ targets,
                                    const acc_t* __restrict__ logsumexp,
-                                   const acc_t* __restrict__ grad_token_logps, grad_t* grad_logits) {
+                                   const acc_t* __restrict__ grad_token_logps,
+                                   grad_t* grad_logits) {
   const int64_t row_index = blockIdx.x;
   const acc_t* row = logits + row_index * width;
   grad_t* grad_row = grad_logits + row_index * width;
@@ -152,8 +152,8 @@ void check_targets_in_range(const char* op_name, const at::Tensor& targets, int6
   const int64_t low_value = low.item<int64_t>();
   const int64_t high_value = high.item<int64_t>();
   TORCH_CHECK_VALUE(low_value >= 0 && high_value < vocab_size, op_name,
-                    ": targets must be in the vocabulary [0, ", vocab_size,
-                    "), got values from ", low_value, " to ", high_value);
+                    ": targets must be in the vocabulary [0, ", vocab_size, "), got values from ",
+                    low_value, " to ", high_value);
 }
 
 // The operands of the chunk products and the dtypes they run in.
@@ -212,13 +212,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
   const int64_t vocab_size = weight.size(0);
   const int64_t max_rows = std::min(chunk_size, num_tokens);
 
-  at::Tensor token_logps = at::empty({num_tokens}, acc_options);                      // (N,)
-  at::Tensor logsumexp = at::empty({num_tokens}, acc_options);                        // (N,)
-  at::Tensor entropy = at::empty({compute_entropy ? num_tokens : 0}, acc_options);   // (N,)
+  at::Tensor token_logps = at::empty({num_tokens}, acc_options);                    // (N,)
+  at::Tensor logsumexp = at::empty({num_tokens}, acc_options);                      // (N,)
+  at::Tensor entropy = at::empty({compute_entropy ? num_tokens : 0}, acc_options);  // (N,)
   at::Tensor jacobian =
       at::empty({compute_hidden_jacobian ? num_tokens : 0, hidden_size}, acc_options);  // (N, H)
-  at::Tensor logits_buffer = at::empty({max_rows, vocab_size}, acc_options);  // (C, V)
-  at::Tensor probs_buffer;                                                    // (C, V)
+  at::Tensor logits_buffer = at::empty({max_rows, vocab_size}, acc_options);            // (C, V)
+  at::Tensor probs_buffer;                                                              // (C, V)
   if (compute_hidden_jacobian) {
     probs_buffer = at::empty({max_rows, vocab_size}, hidden.options().dtype(operands.mm_dtype));
   }
@@ -272,8 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_logprobs
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
 fused_linear_logprobs_backward_cuda(const at::Tensor& grad_token_logps, const at::Tensor& hidden,
-                                    const at::Tensor& weight,
-                                    const std::optional<at::Tensor>& bias,
+                                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                     const at::Tensor& targets, const at::Tensor& logsumexp,
                                     int64_t chunk_size, bool needs_hidden_grad,
                                     bool needs_weight_grad, bool needs_bias_grad) {
@@ -316,7 +315,7 @@ fused_linear_logprobs_backward_cuda(const at::Tensor& grad_token_logps, const at
   for (int64_t start = 0; start < num_tokens; start += chunk_size) {
     const int64_t rows = std::min(chunk_size, num_tokens - start);
     const at::Tensor hidden_chunk = operands.hidden.narrow(0, start, rows);  // (C, H)
-    at::Tensor logits = logits_buffer.narrow(0, 0, rows);                   // (C, V)
+    at::Tensor logits = logits_buffer.narrow(0, 0, rows);                    // (C, V)
     at::Tensor grad_logits = grad_logits_buffer.narrow(0, 0, rows);          // (C, V)
     chunk_logits(logits, hidden_chunk, operands);
 

@@ -7,7 +7,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "../loss_math.h"
@@ -31,8 +33,8 @@ struct DpoPointers {
       *rejected_tokens;
 
   __device__ DpoPairInputs<scalar_t> pair(int64_t p) const {
-    return {chosen[p],           rejected[p],      reference_chosen[p],
-            reference_rejected[p], chosen_tokens[p], rejected_tokens[p]};
+    return {chosen[p],        rejected[p],       reference_chosen[p], reference_rejected[p],
+            chosen_tokens[p], rejected_tokens[p]};
   }
 };
 
@@ -48,8 +50,8 @@ DpoHyperparameters<scalar_t> dpo_hyperparameters(const DpoArguments& args) {
   return {args.type, scalar_t(args.beta), scalar_t(args.label_smoothing), scalar_t(args.gamma)};
 }
 
-#define PYALIGN_GRID_STRIDE_LOOP(index, count)                                           \
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;      \
+#define PYALIGN_GRID_STRIDE_LOOP(index, count)                                      \
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; \
        index < (count); index += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 template <typename scalar_t>
@@ -101,21 +103,20 @@ __global__ void kto_backward_kernel(const scalar_t* policy, const scalar_t* refe
 
 template <typename scalar_t>
 __global__ void orpo_forward_kernel(const scalar_t* chosen, const scalar_t* rejected,
-                                    const scalar_t* chosen_tokens,
-                                    const scalar_t* rejected_tokens, scalar_t beta, int64_t count,
-                                    scalar_t* losses, scalar_t* log_odds) {
+                                    const scalar_t* chosen_tokens, const scalar_t* rejected_tokens,
+                                    scalar_t beta, int64_t count, scalar_t* losses,
+                                    scalar_t* log_odds) {
   PYALIGN_GRID_STRIDE_LOOP(p, count) {
-    losses[p] = orpo_pair_loss(chosen[p], rejected[p], chosen_tokens[p], rejected_tokens[p],
-                               beta, &log_odds[p]);
+    losses[p] = orpo_pair_loss(chosen[p], rejected[p], chosen_tokens[p], rejected_tokens[p], beta,
+                               &log_odds[p]);
   }
 }
 
 template <typename scalar_t>
 __global__ void orpo_backward_kernel(const scalar_t* chosen, const scalar_t* rejected,
-                                     const scalar_t* chosen_tokens,
-                                     const scalar_t* rejected_tokens, scalar_t beta,
-                                     int64_t count, const scalar_t* grad, scalar_t* grad_chosen,
-                                     scalar_t* grad_rejected) {
+                                     const scalar_t* chosen_tokens, const scalar_t* rejected_tokens,
+                                     scalar_t beta, int64_t count, const scalar_t* grad,
+                                     scalar_t* grad_chosen, scalar_t* grad_rejected) {
   PYALIGN_GRID_STRIDE_LOOP(p, count) {
     scalar_t d_chosen, d_rejected;
     orpo_pair_grad(chosen[p], rejected[p], chosen_tokens[p], rejected_tokens[p], beta, &d_chosen,
@@ -174,9 +175,8 @@ __global__ void grpo_forward_kernel(GrpoPointers<scalar_t> in, GrpoHyperparamete
 
 template <typename scalar_t>
 __global__ void grpo_backward_kernel(GrpoPointers<scalar_t> in, GrpoHyperparameters<scalar_t> hp,
-                                     const scalar_t* grad, scalar_t* grad_logps,
-                                     scalar_t* grad_old, scalar_t* grad_ref,
-                                     scalar_t* grad_advantage_terms) {
+                                     const scalar_t* grad, scalar_t* grad_logps, scalar_t* grad_old,
+                                     scalar_t* grad_ref, scalar_t* grad_advantage_terms) {
   PYALIGN_GRID_STRIDE_LOOP(i, in.count) {
     GrpoTokenGrads<scalar_t> d{0, 0, 0, 0};
     if (in.mask[i]) {
@@ -227,9 +227,8 @@ dpo_loss_backward_cuda(const at::Tensor& grad_losses, const at::Tensor& chosen,
                        const std::optional<at::Tensor>& reference_chosen,
                        const std::optional<at::Tensor>& reference_rejected,
                        const std::optional<at::Tensor>& chosen_tokens,
-                       const std::optional<at::Tensor>& rejected_tokens,
-                       c10::string_view loss_type, double beta, double label_smoothing,
-                       double gamma) {
+                       const std::optional<at::Tensor>& rejected_tokens, c10::string_view loss_type,
+                       double beta, double label_smoothing, double gamma) {
   constexpr const char* op_name = "dpo_loss_backward";
   const c10::cuda::CUDAGuard device_guard(chosen.device());
   const DpoArguments args = prepare_dpo_arguments(
@@ -268,9 +267,8 @@ std::tuple<at::Tensor, at::Tensor> kto_loss_cuda(const at::Tensor& policy_logps,
                                                  double beta, double desirable_weight,
                                                  double undesirable_weight) {
   const c10::cuda::CUDAGuard device_guard(policy_logps.device());
-  const KtoArguments args =
-      prepare_kto_arguments("kto_loss", policy_logps, reference_logps, labels, kl, beta,
-                            desirable_weight, undesirable_weight);
+  const KtoArguments args = prepare_kto_arguments("kto_loss", policy_logps, reference_logps, labels,
+                                                  kl, beta, desirable_weight, undesirable_weight);
   at::Tensor losses = at::empty_like(args.policy);   // (B,)
   at::Tensor rewards = at::empty_like(args.policy);  // (B,)
   const int64_t count = args.policy.numel();
@@ -290,8 +288,8 @@ std::tuple<at::Tensor, at::Tensor> kto_loss_cuda(const at::Tensor& policy_logps,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kto_loss_backward_cuda(
     const at::Tensor& grad_losses, const at::Tensor& policy_logps,
-    const at::Tensor& reference_logps, const at::Tensor& labels, const at::Tensor& kl,
-    double beta, double desirable_weight, double undesirable_weight) {
+    const at::Tensor& reference_logps, const at::Tensor& labels, const at::Tensor& kl, double beta,
+    double desirable_weight, double undesirable_weight) {
   constexpr const char* op_name = "kto_loss_backward";
   const c10::cuda::CUDAGuard device_guard(policy_logps.device());
   const KtoArguments args = prepare_kto_arguments(op_name, policy_logps, reference_logps, labels,
@@ -322,8 +320,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kto_loss_backward_cuda(
 std::tuple<at::Tensor, at::Tensor> orpo_loss_cuda(const at::Tensor& chosen,
                                                   const at::Tensor& rejected,
                                                   const at::Tensor& chosen_tokens,
-                                                  const at::Tensor& rejected_tokens,
-                                                  double beta) {
+                                                  const at::Tensor& rejected_tokens, double beta) {
   const c10::cuda::CUDAGuard device_guard(chosen.device());
   const OrpoArguments args =
       prepare_orpo_arguments("orpo_loss", chosen, rejected, chosen_tokens, rejected_tokens, beta);
@@ -337,19 +334,15 @@ std::tuple<at::Tensor, at::Tensor> orpo_loss_cuda(const at::Tensor& chosen,
         <<<blocks_for(count), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
             args.chosen.data_ptr<scalar_t>(), args.rejected.data_ptr<scalar_t>(),
             args.chosen_tokens.data_ptr<scalar_t>(), args.rejected_tokens.data_ptr<scalar_t>(),
-            scalar_t(args.beta), count, losses.data_ptr<scalar_t>(),
-            log_odds.data_ptr<scalar_t>());
+            scalar_t(args.beta), count, losses.data_ptr<scalar_t>(), log_odds.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {losses, log_odds};
 }
 
-std::tuple<at::Tensor, at::Tensor> orpo_loss_backward_cuda(const at::Tensor& grad_losses,
-                                                           const at::Tensor& chosen,
-                                                           const at::Tensor& rejected,
-                                                           const at::Tensor& chosen_tokens,
-                                                           const at::Tensor& rejected_tokens,
-                                                           double beta) {
+std::tuple<at::Tensor, at::Tensor> orpo_loss_backward_cuda(
+    const at::Tensor& grad_losses, const at::Tensor& chosen, const at::Tensor& rejected,
+    const at::Tensor& chosen_tokens, const at::Tensor& rejected_tokens, double beta) {
   constexpr const char* op_name = "orpo_loss_backward";
   const c10::cuda::CUDAGuard device_guard(chosen.device());
   const OrpoArguments args =
@@ -379,13 +372,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_cuda(
     const std::optional<at::Tensor>& ref_logps, const at::Tensor& advantages,
     const at::Tensor& completion_mask, double beta, double epsilon_low, double epsilon_high) {
   const c10::cuda::CUDAGuard device_guard(logps.device());
-  const GrpoArguments args = prepare_grpo_arguments("grpo_loss", logps, old_logps, ref_logps,
-                                                    advantages, completion_mask, beta,
-                                                    epsilon_low, epsilon_high);
-  at::Tensor losses = at::empty_like(args.logps);        // (B, T)
-  at::Tensor kl = at::empty_like(args.logps);            // (B, T)
-  at::Tensor low_clipped = at::empty_like(args.mask);    // (B, T) bool
-  at::Tensor high_clipped = at::empty_like(args.mask);   // (B, T) bool
+  const GrpoArguments args =
+      prepare_grpo_arguments("grpo_loss", logps, old_logps, ref_logps, advantages, completion_mask,
+                             beta, epsilon_low, epsilon_high);
+  at::Tensor losses = at::empty_like(args.logps);       // (B, T)
+  at::Tensor kl = at::empty_like(args.logps);           // (B, T)
+  at::Tensor low_clipped = at::empty_like(args.mask);   // (B, T) bool
+  at::Tensor high_clipped = at::empty_like(args.mask);  // (B, T) bool
   const int64_t count = args.logps.numel();
   if (count == 0) return {losses, kl, low_clipped, high_clipped};
 
@@ -408,9 +401,9 @@ grpo_loss_backward_cuda(const at::Tensor& grad_losses, const at::Tensor& logps,
                         double epsilon_high) {
   constexpr const char* op_name = "grpo_loss_backward";
   const c10::cuda::CUDAGuard device_guard(logps.device());
-  const GrpoArguments args = prepare_grpo_arguments(op_name, logps, old_logps, ref_logps,
-                                                    advantages, completion_mask, beta,
-                                                    epsilon_low, epsilon_high);
+  const GrpoArguments args =
+      prepare_grpo_arguments(op_name, logps, old_logps, ref_logps, advantages, completion_mask,
+                             beta, epsilon_low, epsilon_high);
   const at::Tensor grad =
       prepare_grad(op_name, grad_losses, args.logps.sizes(), args.logps.scalar_type());
   at::Tensor grad_logps = at::zeros_like(args.logps);  // (B, T)
