@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -230,8 +231,19 @@ def find_nvcc(nvcc: str | None = None) -> Path:
 
 
 def _site_dirs() -> list[Path]:
-    paths = {sysconfig.get_paths()[name] for name in ("purelib", "platlib")}
-    return [Path(path) for path in sorted(paths)]
+    """Return the folder torch is installed in, then this interpreter's site-packages.
+
+    torch's CUDA dependencies sit beside torch, which is not this environment's site-packages
+    in a virtual environment made with ``--system-site-packages``.
+    """
+    paths = [Path(torch.__file__).resolve().parent.parent]
+    paths += [Path(sysconfig.get_paths()[name]) for name in ("purelib", "platlib")]
+    paths += [Path(path) for path in site.getsitepackages()]
+    unique = []
+    for path in paths:
+        if path not in unique:
+            unique.append(path)
+    return unique
 
 
 def cuda_include_dirs(nvcc: Path) -> list[Path]:

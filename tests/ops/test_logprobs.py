@@ -734,6 +734,34 @@ def test_build_key_follows_sources(tmp_path):
     )
 
 
+def test_cuda_headers_found_beside_torch_outside_the_environment(tmp_path, monkeypatch):
+    # In a virtual environment made with --system-site-packages, torch and its nvidia packages
+    # live in the system site-packages, not in the environment's own.
+    system_site = tmp_path / "system-site"
+    (system_site / "torch").mkdir(parents=True)
+    (system_site / "torch" / "__init__.py").write_text("")
+    headers = system_site / "nvidia" / "cu13" / "include"
+    headers.mkdir(parents=True)
+    (headers / "cublas_v2.h").write_text("")
+    pip_nvcc = system_site / "nvidia" / "cu13" / "bin" / "nvcc"
+    pip_nvcc.parent.mkdir()
+    pip_nvcc.write_text("")
+    environment_site = tmp_path / "venv-site"
+    environment_site.mkdir()
+    monkeypatch.setattr(torch, "__file__", str(system_site / "torch" / "__init__.py"))
+    monkeypatch.setattr(
+        _build.sysconfig,
+        "get_paths",
+        lambda: {"purelib": environment_site, "platlib": environment_site},
+    )
+    monkeypatch.setattr(_build.site, "getsitepackages", lambda: [str(environment_site)])
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.setattr(_build.shutil, "which", lambda name: None)
+
+    assert _build.find_nvcc() == pip_nvcc
+    assert headers in _build.cuda_include_dirs(pip_nvcc)
+
+
 def test_second_process_reuses_build(native_backend):
     library_path = Path(native_backend.removeprefix("native C++ (CPU) from "))
     modified_before = library_path.stat().st_mtime_ns
