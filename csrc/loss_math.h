@@ -2,9 +2,10 @@
 // CUDA kernels (every function is C10_HOST_DEVICE). scalar_t is float or double.
 //
 // The formulas are documented with the Python functions in pyalign/losses/; the derivatives are
-// derived next to each function. Where PyTorch's autograd picks a subgradient (relu at 0,
-// min at a tie, clamp at its bound), the same choice is made here so that the ops agree with
-// their plain-PyTorch twins in pyalign/ops/reference.py.
+// derived next to each function. Where a subgradient must be picked (relu at 0, min at a tie,
+// clamp at its bound), the choice matches the plain-PyTorch twins in pyalign/ops/reference.py:
+// autograd's for relu and min, and a clamp passes the gradient at its bound (the twins spell
+// their clamps out with torch.where, because torch.clamp's choice there is not documented).
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -214,7 +215,7 @@ C10_HOST_DEVICE inline void kto_row_grad(scalar_t policy, scalar_t reference, bo
 //   L = (a_c - a_r) - (log1mexp(a_c) - log1mexp(a_r)),  loss = -beta log sigmoid(L)
 // d L / d a_c = 1 + exp(a_c) / (1 - exp(a_c)) = -1 / expm1(a_c), d L / d a_r = 1 / expm1(a_r),
 // d loss / d L = -beta sigmoid(-L), and the clamp passes the gradient where sum / tokens is at
-// most its bound (inclusive, as torch.clamp's backward).
+// most its bound (inclusive).
 
 template <typename scalar_t>
 C10_HOST_DEVICE inline scalar_t orpo_clamped_average(scalar_t sum, scalar_t tokens) {
@@ -325,8 +326,10 @@ C10_HOST_DEVICE inline GrpoTokenGrads<scalar_t> grpo_token_grad(
 
   GrpoTokenGrads<scalar_t> out;
   const scalar_t grad_ratio = clip_binds ? scalar_t(0) : -advantage;  // d loss / dc
-  out.logp = grad * grad_ratio * ratio_grad;
-  out.old_logp = hp.has_old ? -grad * grad_ratio * ratio : scalar_t(0);
+  // Where the clip binds no gradient reaches c, which may then be inf (logp - old above 88.7 in
+  // float32), so the product is not formed: 0 * inf would be NaN.
+  out.logp = clip_binds ? scalar_t(0) : grad * grad_ratio * ratio_grad;
+  out.old_logp = hp.has_old && !clip_binds ? -grad * grad_ratio * ratio : scalar_t(0);
   if (advantage == 0) {
     out.advantage = -grad * (ratio + clipped_ratio) / 2;
   } else {

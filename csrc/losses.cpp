@@ -8,6 +8,7 @@
 
 #include <torch/library.h>
 
+#include <cmath>
 #include <initializer_list>
 
 #include "logprobs.h"
@@ -92,7 +93,8 @@ DpoArguments prepare_dpo_arguments(const char* op_name, const at::Tensor& chosen
   check_float(op_name, "rejected", rejected);
   check_shape(op_name, "rejected", rejected, chosen.sizes(), "(P,)");
   check_device(op_name, "rejected", rejected, chosen);
-  TORCH_CHECK_VALUE(beta > 0, op_name, ": beta must be greater than 0, got ", beta);
+  TORCH_CHECK_VALUE(beta > 0 && std::isfinite(beta), op_name,
+                    ": beta must be finite and greater than 0, got ", beta);
   TORCH_CHECK_VALUE(label_smoothing >= 0 && label_smoothing < 0.5, op_name,
                     ": label_smoothing must be in [0, 0.5), got ", label_smoothing);
 
@@ -161,9 +163,13 @@ KtoArguments prepare_kto_arguments(const char* op_name, const at::Tensor& policy
   check_device(op_name, "reference_logps", reference_logps, policy_logps);
   check_device(op_name, "labels", labels, policy_logps);
   check_device(op_name, "kl", kl, policy_logps);
-  TORCH_CHECK_VALUE(beta > 0, op_name, ": beta must be greater than 0, got ", beta);
-  TORCH_CHECK_VALUE(desirable_weight > 0 && undesirable_weight > 0, op_name,
-                    ": desirable_weight and undesirable_weight must be greater than 0, got ",
+  TORCH_CHECK_VALUE(beta > 0 && std::isfinite(beta), op_name,
+                    ": beta must be finite and greater than 0, got ", beta);
+  TORCH_CHECK_VALUE(desirable_weight > 0 && undesirable_weight > 0 &&
+                        std::isfinite(desirable_weight) && std::isfinite(undesirable_weight),
+                    op_name,
+                    ": desirable_weight and undesirable_weight must be finite and greater than 0, "
+                    "got ",
                     desirable_weight, " and ", undesirable_weight);
 
   const at::ScalarType dtype = compute_dtype({&policy_logps, &reference_logps, &kl});
@@ -187,7 +193,8 @@ OrpoArguments prepare_orpo_arguments(const char* op_name, const at::Tensor& chos
   check_float(op_name, "rejected", rejected);
   check_shape(op_name, "rejected", rejected, chosen.sizes(), "(P,)");
   check_device(op_name, "rejected", rejected, chosen);
-  TORCH_CHECK_VALUE(beta > 0, op_name, ": beta must be greater than 0, got ", beta);
+  TORCH_CHECK_VALUE(beta > 0 && std::isfinite(beta), op_name,
+                    ": beta must be finite and greater than 0, got ", beta);
 
   const at::ScalarType dtype = compute_dtype({&chosen, &rejected});
   OrpoArguments args;
@@ -216,11 +223,12 @@ GrpoArguments prepare_grpo_arguments(const char* op_name, const at::Tensor& logp
                    dtype_name(completion_mask.scalar_type()));
   check_device(op_name, "completion_mask", completion_mask, logps);
   check_device(op_name, "advantages", advantages, logps);
-  TORCH_CHECK_VALUE(beta >= 0, op_name, ": beta must be at least 0, got ", beta);
+  TORCH_CHECK_VALUE(beta >= 0 && std::isfinite(beta), op_name,
+                    ": beta must be finite and at least 0, got ", beta);
   TORCH_CHECK_VALUE(epsilon_low > 0 && epsilon_low < 1, op_name,
                     ": epsilon_low must be in (0, 1), got ", epsilon_low);
-  TORCH_CHECK_VALUE(epsilon_high > 0, op_name, ": epsilon_high must be greater than 0, got ",
-                    epsilon_high);
+  TORCH_CHECK_VALUE(epsilon_high > 0 && std::isfinite(epsilon_high), op_name,
+                    ": epsilon_high must be finite and greater than 0, got ", epsilon_high);
 
   at::Tensor old_value = old_logps.value_or(at::Tensor());
   at::Tensor ref_value = ref_logps.value_or(at::Tensor());

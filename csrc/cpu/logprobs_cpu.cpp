@@ -58,8 +58,10 @@ PYALIGN_INLINE To bit_cast(From value) {
 // memcpy. Cody-Waite reduction x = n ln 2 + r with |r| <= ln 2 / 2, the Cephes expf polynomial
 // for exp(r), and 2^n assembled in the exponent bits. Arguments below -87.3 return about 1e-38
 // instead of 0, which is negligible in sums of probabilities; NaN propagates.
+constexpr float kLowestExponent = -87.3f;
+
 PYALIGN_INLINE float exp_approx(float x) {
-  constexpr float kLowest = -87.3f;
+  constexpr float kLowest = kLowestExponent;
   constexpr float kHighest = 88.3f;
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693359375f;
@@ -108,7 +110,9 @@ PYALIGN_INLINE scalar_t exp_sum_loop(scalar_t* row, int64_t width, scalar_t shif
     const scalar_t centred = row[j] - shift;
     const scalar_t e = exp_approx(centred);
     sum += e;
-    if (kWeighted) weighted += e * centred;
+    // exp_approx(-inf) is about 1e-38, not 0, so the factor is bounded: a -inf logit (a masked
+    // token) then adds nothing instead of -inf.
+    if (kWeighted) weighted += e * std::max(centred, scalar_t(kLowestExponent));
     if (kStore) row[j] = e;
   }
   if (kWeighted) *weighted_sum = weighted;
@@ -193,6 +197,15 @@ void fold_block_rows(scalar_t* logits, int64_t rows, int64_t width, int64_t voca
 
       const scalar_t old_maximum = state.maximum[i];
       const scalar_t maximum = std::max(old_maximum, row_maximum(row, width));
+      if (maximum == -std::numeric_limits<scalar_t>::infinity()) {
+        // Every logit so far is -inf (masked): this block adds no probability, and
+        // exp(-inf - (-inf)) would be NaN.
+        if (kStore) {
+          std::fill(row, row + width, scalar_t(0));
+          state.rescale[i] = 0;
+        }
+        continue;
+      }
       // The first block starts from sum 0 and maximum -inf; its rescale factor is irrelevant.
       const scalar_t rescale = state.sum[i] == 0 ? scalar_t(0) : std::exp(old_maximum - maximum);
       scalar_t block_weighted = 0;

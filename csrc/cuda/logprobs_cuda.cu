@@ -101,7 +101,8 @@ __global__ void row_statistics_kernel(const acc_t* __restrict__ logits, int64_t 
     const acc_t centred = logit_at(row, bias, j) - maximum;
     const acc_t e = device_exp(centred);
     sum += e;
-    weighted += e * centred;
+    // A -inf logit (a masked token) has e = 0 and adds nothing, rather than 0 * -inf.
+    weighted += e > acc_t(0) ? e * centred : acc_t(0);
   }
   sum = block_reduce<acc_t, false>(sum, shared);
   if (entropy != nullptr) {

@@ -34,6 +34,7 @@ Counts of zero tokens are treated as one, so an empty response contributes an av
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -184,8 +185,8 @@ def check_dpo_hyperparameters(
     """Raise ValueError naming the first invalid DPO hyper-parameter."""
     if loss_type not in DPO_LOSS_TYPES:
         raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected one of {DPO_LOSS_TYPES}")
-    if not beta > 0:
-        raise ValueError(f"DPO beta must be greater than 0, got {beta}")
+    if not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(f"DPO beta must be finite and greater than 0, got {beta}")
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if label_smoothing > 0 and loss_type not in SMOOTHED_LOSS_TYPES:
@@ -193,10 +194,10 @@ def check_dpo_hyperparameters(
             f"label_smoothing must be 0 for loss_type {loss_type!r}, got {label_smoothing}; it "
             f"applies to {', '.join(SMOOTHED_LOSS_TYPES)}"
         )
-    if not simpo_gamma >= 0:
-        raise ValueError(f"simpo_gamma must be at least 0, got {simpo_gamma}")
-    if rpo_alpha is not None and not rpo_alpha >= 0:
-        raise ValueError(f"rpo_alpha must be at least 0 or None, got {rpo_alpha}")
+    if not (simpo_gamma >= 0 and math.isfinite(simpo_gamma)):
+        raise ValueError(f"simpo_gamma must be finite and at least 0, got {simpo_gamma}")
+    if rpo_alpha is not None and not (rpo_alpha >= 0 and math.isfinite(rpo_alpha)):
+        raise ValueError(f"rpo_alpha must be finite and at least 0, or None, got {rpo_alpha}")
 
 
 class DPOLoss(torch.nn.Module):
@@ -256,6 +257,8 @@ def _require_tokens(tokens: torch.Tensor | None, side: str) -> torch.Tensor:
 
 
 def _check_dpo_inputs(policy, reference, loss_type, rpo_alpha) -> None:
+    if policy.chosen.numel() == 0:
+        raise ValueError("DPO needs at least one chosen/rejected pair, got an empty batch")
     if loss_type in REFERENCE_FREE_LOSS_TYPES:
         if reference is not None:
             raise ValueError(

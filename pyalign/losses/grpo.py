@@ -28,6 +28,8 @@ training; that scaling belongs to the trainer and is not applied here.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pyalign.losses import _dispatch
@@ -118,7 +120,10 @@ def grpo_loss(
 
 
 def _aggregate(token_losses, completion_mask, loss_type, max_completion_length, num_items):
-    # token_losses is already 0 outside the mask.
+    # token_losses is already 0 outside the mask. An empty batch has loss 0, as a batch with
+    # every token masked does.
+    if token_losses.numel() == 0:
+        return token_losses.sum()
     if loss_type == "grpo":
         tokens = completion_mask.sum(dim=1).clamp(min=1)  # (B,)
         return (token_losses.sum(dim=1) / tokens).mean()
@@ -145,12 +150,14 @@ def check_grpo_hyperparameters(
     """Raise ValueError naming the first invalid GRPO hyper-parameter."""
     if loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(f"unknown GRPO loss_type {loss_type!r}; expected one of {GRPO_LOSS_TYPES}")
-    if not beta >= 0:
-        raise ValueError(f"GRPO beta must be at least 0, got {beta}")
+    if not (beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"GRPO beta must be finite and at least 0, got {beta}")
     if not 0 < epsilon < 1:
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
-    if epsilon_high is not None and not epsilon_high > 0:
-        raise ValueError(f"epsilon_high must be greater than 0 or None, got {epsilon_high}")
+    if epsilon_high is not None and not (epsilon_high > 0 and math.isfinite(epsilon_high)):
+        raise ValueError(
+            f"epsilon_high must be finite and greater than 0, or None, got {epsilon_high}"
+        )
     if max_completion_length is not None and (
         isinstance(max_completion_length, bool)
         or not isinstance(max_completion_length, int)

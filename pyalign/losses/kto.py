@@ -16,6 +16,8 @@ estimates it as the clamped mean log-ratio on mismatched prompt/completion pairs
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pyalign.losses import _dispatch
@@ -119,12 +121,13 @@ def check_kto_hyperparameters(
     beta: float, desirable_weight: float = 1.0, undesirable_weight: float = 1.0
 ) -> None:
     """Raise ValueError naming the first invalid KTO hyper-parameter."""
-    if not beta > 0:
-        raise ValueError(f"KTO beta must be greater than 0, got {beta}")
-    if not desirable_weight > 0:
-        raise ValueError(f"desirable_weight must be greater than 0, got {desirable_weight}")
-    if not undesirable_weight > 0:
-        raise ValueError(f"undesirable_weight must be greater than 0, got {undesirable_weight}")
+    for name, value in (
+        ("KTO beta", beta),
+        ("desirable_weight", desirable_weight),
+        ("undesirable_weight", undesirable_weight),
+    ):
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be finite and greater than 0, got {value}")
 
 
 class KTOLoss(torch.nn.Module):

@@ -19,6 +19,8 @@ too; here it covers the response tokens that ``chosen_tokens`` counts.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -73,8 +75,8 @@ def orpo_loss(
 
 def check_orpo_hyperparameters(beta: float) -> None:
     """Raise ValueError when beta is not positive."""
-    if not beta > 0:
-        raise ValueError(f"ORPO beta must be greater than 0, got {beta}")
+    if not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(f"ORPO beta must be finite and greater than 0, got {beta}")
 
 
 class ORPOLoss(torch.nn.Module):
@@ -100,6 +102,8 @@ def _check_orpo_inputs(policy: PreferenceLogps) -> None:
     shape = tuple(policy.chosen.shape)
     if len(shape) != 1:
         raise ValueError(f"PreferenceLogps.chosen must have shape (P,), got {shape}")
+    if shape == (0,):
+        raise ValueError("ORPO needs at least one chosen/rejected pair, got an empty batch")
     for name in ("rejected", "chosen_tokens", "rejected_tokens"):
         tensor = getattr(policy, name)
         if tuple(tensor.shape) != shape:

@@ -15,10 +15,12 @@ import torch
 
 from pyalign.ops import reference
 from pyalign.ops._build import NativeOpsBuildError, load_library
+from pyalign.ops._checks import DoubleBackwardError
 from pyalign.ops.logprobs import fused_linear_logprobs
 
 __all__ = [
     "IMPLEMENTATIONS",
+    "DoubleBackwardError",
     "NativeOpsBuildError",
     "SequenceLogprobs",
     "load_backend",
@@ -193,6 +195,11 @@ def _check_sequence_arguments(hidden_states, weight, bias, input_ids, label_mask
     if label_mask.dtype != torch.bool:
         raise TypeError(f"label_mask must be bool, got {label_mask.dtype}")
 
-    # bool is a subclass of int, but chunk_size=True is certainly a mistake.
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    # bool is a subclass of int, but chunk_size=True is certainly a mistake. The op takes an
+    # int64.
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int)
+        or not 0 < chunk_size < 2**63
+    ):
+        raise ValueError(f"chunk_size must be a positive int below 2**63, got {chunk_size!r}")

@@ -8,7 +8,9 @@ autograd formula that calls the backward op. ``pyalign.ops._build.load_library``
 
 Only ``token_logps`` is differentiable. ``logsumexp`` (kept for the backward pass), the entropy
 (for logging) and the hidden Jacobian (kept for the backward pass of a frozen LM head) are
-marked non-differentiable. The backward op has no autograd formula, so double backward raises.
+marked non-differentiable. The backward op's autograd formula raises, so double backward does
+too, and with ``create_graph=True`` a frozen head's gradient comes from the backward op rather
+than from the saved Jacobian, whose own dependence on the inputs is not tracked.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import threading
 
 import torch
+
+from pyalign.ops._checks import check_one_device, register_no_double_backward
 
 FORWARD_OP = "pyalign::fused_linear_logprobs"
 BACKWARD_OP = "pyalign::fused_linear_logprobs_backward"
@@ -75,7 +79,8 @@ def fused_linear_logprobs(
 def _forward_fake(
     hidden, weight, bias, targets, chunk_size, compute_entropy=False, compute_jacobian=False
 ):
-    # Argument checks happen in the C++ kernel; this only describes the outputs.
+    # The C++ kernel checks the arguments; this only describes the outputs.
+    check_one_device(FORWARD_OP, hidden=hidden, weight=weight, bias=bias, targets=targets)
     dtype = accumulate_dtype(hidden, weight)
     num_tokens, hidden_size = hidden.shape
     token_logps = hidden.new_empty((num_tokens,), dtype=dtype)
@@ -98,6 +103,15 @@ def _backward_fake(
     needs_weight_grad,
     needs_bias_grad,
 ):
+    check_one_device(
+        BACKWARD_OP,
+        grad_token_logps=grad_token_logps,
+        hidden=hidden,
+        weight=weight,
+        bias=bias,
+        targets=targets,
+        logsumexp=logsumexp,
+    )
     grad_hidden = hidden.new_empty(hidden.shape) if needs_hidden_grad else None
     grad_weight = weight.new_empty(weight.shape) if needs_weight_grad else None
     grad_bias = None
@@ -120,7 +134,10 @@ def _backward(ctx, grad_token_logps, grad_logsumexp, grad_entropy, grad_jacobian
     passthrough = (None,) * (len(ctx.needs_input_grad) - 3)
 
     head_grads = needs_weight_grad or needs_bias_grad
-    if needs_hidden_grad and not head_grads and jacobian.shape[0] == hidden.shape[0]:
+    # Under create_graph=True (grad mode on here) the Jacobian, a constant to autograd, would
+    # give a wrong second derivative, so the backward op, whose derivative raises, runs instead.
+    use_jacobian = jacobian.shape[0] == hidden.shape[0] and not torch.is_grad_enabled()
+    if needs_hidden_grad and not head_grads and use_jacobian:
         grad_hidden = (jacobian * grad_token_logps.unsqueeze(1)).to(hidden.dtype)  # (N, H)
         return (grad_hidden, None, None, *passthrough)
 
@@ -148,4 +165,5 @@ def register_python_kernels() -> None:
         torch.library.register_fake(FORWARD_OP, _forward_fake)
         torch.library.register_fake(BACKWARD_OP, _backward_fake)
         torch.library.register_autograd(FORWARD_OP, _backward, setup_context=_setup_context)
+        register_no_double_backward(BACKWARD_OP)
         _registered = True

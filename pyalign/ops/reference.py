@@ -42,7 +42,9 @@ def fused_linear_logprobs(
     if compute_entropy:
         with torch.no_grad():
             log_probs = logits - logsumexp.unsqueeze(-1)  # (N, V)
-            entropy = -(log_probs.exp() * log_probs).sum(dim=-1)  # (N,)
+            # A -inf logit (a masked token) has probability 0 and adds 0, not 0 * -inf.
+            terms = torch.where(torch.isneginf(log_probs), 0, log_probs.exp() * log_probs)
+            entropy = -terms.sum(dim=-1)  # (N,)
     else:
         entropy = logits.new_zeros((0,))
     return target_logits - logsumexp, logsumexp.detach(), entropy
@@ -58,6 +60,20 @@ GRPO_KL_MAX_EXPONENT = 20.0
 # ORPO's log odds log(p / (1 - p)) are infinite at p = 1, so average log-probabilities are
 # clamped to at most this value, where the log odds are about 13.8.
 ORPO_MAX_AVERAGE_LOGP = -1e-6
+
+
+def _at_most(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """``min(x, bound)`` whose gradient passes at the bound, as the C++ ops' clamps do.
+
+    At the bound itself, torch 2.15's clamp gives a gradient of 0 for a number bound and half
+    the gradient for a tensor bound, which is not documented, so the twins spell it out.
+    """
+    return torch.where(x > bound, bound, x)
+
+
+def _at_least(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """``max(x, bound)`` whose gradient passes at the bound; see :func:`_at_most`."""
+    return torch.where(x < bound, bound, x)
 
 
 def loss_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
@@ -154,8 +170,8 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     # Each branch gets an argument clamped to its own range, so neither yields inf in the
     # backward pass.
     switch = -math.log(2)
-    far = torch.log1p(-torch.exp(torch.clamp(x, max=switch)))
-    near = torch.log(-torch.expm1(torch.clamp(x, min=switch)))
+    far = torch.log1p(-torch.exp(_at_most(x, switch)))
+    near = torch.log(-torch.expm1(_at_least(x, switch)))
     return torch.where(x < switch, far, near)
 
 
@@ -176,8 +192,8 @@ def orpo_pair_losses(
     dtype = loss_dtype(chosen, rejected)
     chosen_mean = chosen.to(dtype) / chosen_tokens.to(dtype).clamp(min=1)  # (P,)
     rejected_mean = rejected.to(dtype) / rejected_tokens.to(dtype).clamp(min=1)  # (P,)
-    chosen_mean = torch.clamp(chosen_mean, max=ORPO_MAX_AVERAGE_LOGP)
-    rejected_mean = torch.clamp(rejected_mean, max=ORPO_MAX_AVERAGE_LOGP)
+    chosen_mean = _at_most(chosen_mean, ORPO_MAX_AVERAGE_LOGP)
+    rejected_mean = _at_most(rejected_mean, ORPO_MAX_AVERAGE_LOGP)
 
     log_odds = (chosen_mean - rejected_mean) - (_log1mexp(chosen_mean) - _log1mexp(rejected_mean))
     losses = -beta * F.logsigmoid(log_odds)
@@ -217,14 +233,23 @@ def grpo_token_losses(
         old = torch.where(mask, old_logps.to(dtype), 0)  # (B, T)
     gains = advantages.to(dtype).unsqueeze(1)  # (B, 1)
 
-    ratio = torch.exp(policy - old)  # (B, T)
-    clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
-    losses = -torch.min(ratio * gains, clipped_ratio * gains)
+    lower, upper = 1 - epsilon_low, 1 + epsilon_high
+    log_ratio = policy - old
+    with torch.no_grad():
+        ratio = torch.exp(log_ratio)  # (B, T), inf where log_ratio > 88.7 in float32
+        binds = ((gains > 0) & (ratio > upper)) | ((gains < 0) & (ratio < lower))
+    # Where the clip binds, the loss is -c' A with c' a constant bound and no gradient reaches c.
+    # There c is taken as 1, because an infinite ratio would turn that 0 gradient into NaN.
+    free_ratio = torch.exp(torch.where(binds, 0, log_ratio))  # (B, T)
+    clipped_ratio = _at_least(_at_most(free_ratio, upper), lower)
+    free_losses = -torch.min(free_ratio * gains, clipped_ratio * gains)
+    bound = torch.where(gains > 0, gains.new_tensor(upper), gains.new_tensor(lower))  # (B, 1)
+    losses = torch.where(binds, -bound * gains, free_losses)
 
     if ref_logps is not None:
         reference = torch.where(mask, ref_logps.to(dtype), 0)
         log_ratio = reference - policy
-        kl = torch.exp(torch.clamp(log_ratio, max=GRPO_KL_MAX_EXPONENT)) - log_ratio - 1
+        kl = torch.exp(_at_most(log_ratio, GRPO_KL_MAX_EXPONENT)) - log_ratio - 1
         losses = losses + beta * kl
     else:
         kl = torch.zeros_like(policy)

@@ -365,17 +365,19 @@ def test_extreme_margins_stay_finite(loss_type):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"beta": 0.0}, "beta must be greater than 0"),
-        ({"beta": -0.1}, "beta must be greater than 0"),
+        ({"beta": 0.0}, "beta must be finite and greater than 0"),
+        ({"beta": float("inf")}, "beta must be finite and greater than 0"),
+        ({"beta": -0.1}, "beta must be finite and greater than 0"),
         ({"loss_type": "kto"}, "unknown DPO loss_type 'kto'"),
         ({"label_smoothing": 0.5}, r"label_smoothing must be in \[0, 0.5\)"),
         ({"label_smoothing": 0.1, "loss_type": "hinge"}, "label_smoothing must be 0 for"),
-        ({"loss_type": "simpo", "simpo_gamma": -1.0}, "simpo_gamma must be at least 0"),
-        ({"rpo_alpha": -1.0}, "rpo_alpha must be at least 0"),
+        ({"loss_type": "simpo", "simpo_gamma": -1.0}, "simpo_gamma must be finite and at least 0"),
+        ({"rpo_alpha": -1.0}, "rpo_alpha must be finite and at least 0"),
         ({"implementation": "triton"}, "implementation must be one of"),
     ],
     ids=[
         "beta-zero",
+        "beta-infinite",
         "beta-negative",
         "loss-type",
         "smoothing-range",

@@ -234,13 +234,22 @@ def test_matches_trl_grpo_trainer(loss_type, beta, with_old, epsilon_high):
     ("arguments", "message"),
     [
         ({"loss_type": "ppo"}, "unknown GRPO loss_type 'ppo'"),
-        ({"beta": -0.1}, "GRPO beta must be at least 0"),
+        ({"beta": -0.1}, "GRPO beta must be finite and at least 0"),
+        ({"beta": float("inf")}, "GRPO beta must be finite and at least 0, got inf"),
         ({"epsilon": 0.0}, r"epsilon must be in \(0, 1\)"),
-        ({"epsilon_high": 0.0}, "epsilon_high must be greater than 0"),
+        ({"epsilon_high": 0.0}, "epsilon_high must be finite and greater than 0"),
         ({"max_completion_length": 0}, "max_completion_length must be a positive int"),
         ({"implementation": "cuda"}, "implementation must be one of"),
     ],
-    ids=["loss-type", "beta", "epsilon", "epsilon-high", "max-length", "implementation"],
+    ids=[
+        "loss-type",
+        "beta",
+        "beta-infinite",
+        "epsilon",
+        "epsilon-high",
+        "max-length",
+        "implementation",
+    ],
 )
 def test_module_rejects_bad_hyperparameters(arguments, message):
     with pytest.raises(ValueError, match=message):

@@ -145,12 +145,19 @@ def test_matches_trl_kto_trainer():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"beta": 0.0}, "KTO beta must be greater than 0"),
-        ({"desirable_weight": 0.0}, "desirable_weight must be greater than 0"),
-        ({"undesirable_weight": -1.0}, "undesirable_weight must be greater than 0"),
+        ({"beta": 0.0}, "KTO beta must be finite and greater than 0"),
+        ({"desirable_weight": float("inf")}, "desirable_weight must be finite"),
+        ({"desirable_weight": 0.0}, "desirable_weight must be finite and greater than 0"),
+        ({"undesirable_weight": -1.0}, "undesirable_weight must be finite and greater than 0"),
         ({"implementation": "cuda"}, "implementation must be one of"),
     ],
-    ids=["beta", "desirable-weight", "undesirable-weight", "implementation"],
+    ids=[
+        "beta",
+        "desirable-weight-infinite",
+        "desirable-weight",
+        "undesirable-weight",
+        "implementation",
+    ],
 )
 def test_module_rejects_bad_hyperparameters(arguments, message):
     with pytest.raises(ValueError, match=message):

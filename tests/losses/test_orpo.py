@@ -113,5 +113,5 @@ def test_needs_token_counts():
 
 @pytest.mark.parametrize("beta", [0.0, -1.0])
 def test_module_rejects_bad_beta(beta):
-    with pytest.raises(ValueError, match="ORPO beta must be greater than 0"):
+    with pytest.raises(ValueError, match="ORPO beta must be finite and greater than 0"):
         ORPOLoss(beta=beta)

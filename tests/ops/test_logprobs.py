@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pyalign import ops
 from pyalign.ops import _build, reference
@@ -424,6 +425,114 @@ def test_op_runs_inside_torch_compile():
         torch.testing.assert_close(grad, expected_grad)
 
 
+# Masked logits, double backward, devices
+
+
+def masked_first_block_inputs():
+    # Every logit of the first 4096-column vocabulary block is -inf, so the CPU kernel's running
+    # maximum is still -inf after that block.
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 8)
+    weight = torch.randn(4100, 8)
+    bias = torch.zeros(4100)
+    bias[:4096] = -math.inf
+    targets = torch.tensor([4096, 4099, 4097])
+    return hidden, weight, bias, targets
+
+
+@pytest.mark.parametrize("head", ["frozen", "trainable"])
+def test_vocabulary_block_of_masked_logits(head):
+    hidden, weight, bias, targets = masked_first_block_inputs()
+    hidden.requires_grad_()
+    weight.requires_grad_(head == "trainable")
+    expected_hidden = hidden.detach().clone().requires_grad_()
+    expected_weight = weight.detach().clone().requires_grad_(head == "trainable")
+
+    token_logps, _, entropy = fused_linear_logprobs(
+        hidden, weight, bias, targets, chunk_size=2, compute_entropy=True
+    )
+    expected_logits = F.linear(expected_hidden, expected_weight, bias)
+    expected = expected_logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    expected_entropy = torch.distributions.Categorical(logits=expected_logits).entropy()
+    token_logps.sum().backward()
+    expected.sum().backward()
+
+    torch.testing.assert_close(token_logps, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(entropy, expected_entropy.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(hidden.grad, expected_hidden.grad, atol=1e-5, rtol=0)
+    if head == "trainable":
+        assert weight.grad[:4096].abs().max() < 1e-30
+        torch.testing.assert_close(weight.grad, expected_weight.grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", ops.IMPLEMENTATIONS)
+def test_entropy_with_masked_logits(implementation):
+    # A -inf logit has probability 0 and adds nothing to the entropy.
+    torch.manual_seed(0)
+    hidden = torch.randn(5, 8)
+    weight = torch.randn(300, 8)
+    bias = torch.zeros(300)
+    bias[100:] = -math.inf
+    input_ids = torch.zeros(1, 5, dtype=torch.long)
+    label_mask = torch.ones(1, 5, dtype=torch.bool)
+    label_mask[0, 0] = False
+
+    result = ops.sequence_logprobs(
+        hidden[None],
+        weight,
+        bias,
+        input_ids,
+        label_mask,
+        implementation=implementation,
+        compute_entropy=True,
+    )
+
+    # Position t - 1 predicts token t, so the last position scores nothing.
+    logits = F.linear(hidden[:-1], weight, bias)
+    expected = torch.distributions.Categorical(logits=logits).entropy()
+    torch.testing.assert_close(result.entropy, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("head", ["frozen", "trainable"])
+def test_double_backward_raises(head):
+    torch.manual_seed(0)
+    hidden = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 4, dtype=torch.float64, requires_grad=head == "trainable")
+    targets = torch.randint(0, 50, (5,))
+    token_logps = fused_linear_logprobs(hidden, weight, None, targets, 2)[0]
+    (grad,) = torch.autograd.grad((token_logps**2).sum(), hidden, create_graph=True)
+
+    with pytest.raises(ops.DoubleBackwardError, match="first derivatives only"):
+        grad.sum().backward()
+
+
+def test_first_derivative_under_create_graph():
+    # A frozen head normally takes its hidden gradient from the saved Jacobian; under
+    # create_graph=True it comes from the backward op, with the same value.
+    torch.manual_seed(0)
+    hidden = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 4, dtype=torch.float64)
+    targets = torch.randint(0, 50, (5,))
+
+    token_logps = fused_linear_logprobs(hidden, weight, None, targets, 2)[0]
+    (grad,) = torch.autograd.grad((token_logps**2).sum(), hidden, create_graph=True)
+    expected_logps = F.linear(hidden, weight).log_softmax(-1).gather(-1, targets[:, None])
+    (expected,) = torch.autograd.grad((expected_logps**2).sum(), hidden)
+
+    torch.testing.assert_close(grad, expected)
+
+
+def test_mixed_meta_device_raises():
+    # With one meta input the dispatcher runs the fake kernel, which must not hand back empty
+    # CPU tensors as if they were results.
+    hidden = torch.randn(6, 8)
+    weight = torch.randn(300, 8, device="meta")
+    targets = torch.randint(0, 300, (6,))
+
+    with pytest.raises(ValueError, match="weight on meta"):
+        torch.ops.pyalign.fused_linear_logprobs(hidden, weight, None, targets, 4)
+
+
 # Float64, gradcheck and opcheck
 
 
@@ -647,8 +756,14 @@ def test_backward_op_rejects_bad_gradient_shape():
             ValueError,
             r"label_mask must have shape",
         ),
-        ("chunk_size", 0, ValueError, r"chunk_size must be a positive int, got 0"),
-        ("chunk_size", 2.0, ValueError, r"chunk_size must be a positive int, got 2.0"),
+        ("chunk_size", 0, ValueError, r"chunk_size must be a positive int below 2\*\*63, got 0"),
+        (
+            "chunk_size",
+            2.0,
+            ValueError,
+            r"chunk_size must be a positive int below 2\*\*63, got 2.0",
+        ),
+        ("chunk_size", 2**63, ValueError, r"chunk_size must be a positive int below 2\*\*63"),
     ],
     ids=[
         "hidden-2d",
@@ -660,6 +775,7 @@ def test_backward_op_rejects_bad_gradient_shape():
         "label-mask-shape",
         "chunk-size-zero",
         "chunk-size-float",
+        "chunk-size-too-large",
     ],
 )
 def test_sequence_logprobs_rejects_bad_arguments(argument, value, error, message):
@@ -734,7 +850,7 @@ def test_build_key_follows_sources(tmp_path):
     )
 
 
-def test_cuda_headers_found_beside_torch_outside_the_environment(tmp_path, monkeypatch):
+def test_cuda_headers_beside_system_torch(tmp_path, monkeypatch):
     # In a virtual environment made with --system-site-packages, torch and its nvidia packages
     # live in the system site-packages, not in the environment's own.
     system_site = tmp_path / "system-site"

@@ -6,10 +6,13 @@ tests/losses/.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from pyalign import ops
+from pyalign.losses import GRPO_LOSS_TYPES, PreferenceLogps, dpo_loss, grpo_loss, orpo_loss
 from pyalign.ops import reference
 
 
@@ -215,7 +218,12 @@ def test_ops_run_inside_torch_compile():
         (
             lambda: torch.ops.pyalign.dpo_loss(*dpo_arguments()[:6], "sigmoid", 0.0, 0.0, 0.5),
             ValueError,
-            "beta must be greater than 0",
+            "beta must be finite and greater than 0",
+        ),
+        (
+            lambda: torch.ops.pyalign.dpo_loss(*dpo_arguments()[:6], "sigmoid", math.inf, 0.0, 0.5),
+            ValueError,
+            "beta must be finite and greater than 0, got inf",
         ),
         (
             lambda: torch.ops.pyalign.dpo_loss(
@@ -289,6 +297,7 @@ def test_ops_run_inside_torch_compile():
     ids=[
         "dpo-loss-type",
         "dpo-beta",
+        "dpo-beta-infinite",
         "dpo-missing-reference",
         "dpo-reference-free",
         "dpo-missing-tokens",
@@ -317,3 +326,158 @@ def test_outputs_are_float32_for_low_precision_inputs():
     assert losses.dtype == torch.float32
     assert log_odds.dtype == torch.float32
     torch.testing.assert_close(losses, twin_losses)
+
+
+# Double backward, devices, bounds and overflow
+
+
+def _first_input_gradient(op, arguments):
+    losses = op(*arguments)[0]
+    first = arguments[0]
+    (grad,) = torch.autograd.grad(losses.sum(), first, create_graph=True)
+    return grad
+
+
+@pytest.mark.parametrize(
+    ("op_name", "arguments"),
+    [
+        ("dpo_loss", dpo_arguments),
+        ("kto_loss", kto_arguments),
+        ("orpo_loss", orpo_arguments),
+        ("grpo_loss", grpo_arguments),
+    ],
+)
+def test_double_backward_raises(op_name, arguments):
+    op = getattr(torch.ops.pyalign, op_name)
+    grad = _first_input_gradient(op, arguments())
+
+    with pytest.raises(ops.DoubleBackwardError, match=f"pyalign::{op_name}_backward"):
+        grad.pow(2).sum().backward()
+
+
+def test_mixed_meta_device_raises():
+    arguments = list(dpo_arguments(requires_grad=False))
+    arguments[1] = torch.empty(arguments[1].shape, dtype=arguments[1].dtype, device="meta")
+
+    with pytest.raises(ValueError, match="chosen on cpu, rejected on meta"):
+        torch.ops.pyalign.dpo_loss(*arguments)
+
+
+def _grads_by_implementation(compute):
+    """Run compute(implementation) -> (loss, inputs) for both; return the input gradients."""
+    grads = {}
+    for implementation in ops.IMPLEMENTATIONS:
+        loss, inputs = compute(implementation)
+        grads[implementation] = torch.autograd.grad(loss, inputs)
+    return grads
+
+
+def test_grpo_kl_exponent_at_its_cap():
+    # ref - logp exactly at the cap of 20: the gradient passes in both implementations.
+    def compute(implementation):
+        logps = torch.zeros(1, 1, requires_grad=True)
+        loss, _ = grpo_loss(
+            logps,
+            None,
+            torch.full((1, 1), reference.GRPO_KL_MAX_EXPONENT),
+            torch.zeros(1),
+            torch.ones(1, 1, dtype=torch.bool),
+            beta=0.04,
+            implementation=implementation,
+        )
+        return loss, [logps]
+
+    grads = _grads_by_implementation(compute)
+
+    expected = -0.04 * (math.exp(reference.GRPO_KL_MAX_EXPONENT) - 1)
+    for grad in grads.values():
+        torch.testing.assert_close(grad[0], torch.full((1, 1), expected))
+
+
+def test_orpo_average_at_its_cap():
+    def compute(implementation):
+        chosen = torch.tensor([reference.ORPO_MAX_AVERAGE_LOGP], requires_grad=True)
+        policy = PreferenceLogps(chosen, torch.tensor([-2.0]), torch.tensor([1]), torch.tensor([1]))
+        loss, _ = orpo_loss(policy, 0.1, implementation=implementation)
+        return loss, [chosen]
+
+    grads = _grads_by_implementation(compute)
+
+    torch.testing.assert_close(grads["native"][0], grads["torch"][0])
+    # The NLL term alone would give -1; the odds-ratio term passes at the bound and adds to it.
+    assert grads["native"][0].item() < -1.001
+
+
+@pytest.mark.parametrize("advantage", [1.0, -1.0])
+def test_grpo_ratio_at_the_clip_bound(advantage):
+    # c = 1 + epsilon (or 1 - epsilon) exactly: a tie between the clipped and unclipped terms,
+    # whose gradients add up to the unclipped one.
+    epsilon = 0.25  # 1.25 and 0.75 are exact in float32, and so are their logarithms' exps here
+    ratio = 1 + epsilon if advantage > 0 else 1 - epsilon
+
+    def compute(implementation):
+        log_ratio = torch.full((1, 1), math.log(ratio), requires_grad=True)
+        loss, _ = grpo_loss(
+            log_ratio,
+            torch.zeros(1, 1),
+            None,
+            torch.tensor([advantage]),
+            torch.ones(1, 1, dtype=torch.bool),
+            beta=0.0,
+            epsilon=epsilon,
+            implementation=implementation,
+        )
+        return loss, [log_ratio]
+
+    grads = _grads_by_implementation(compute)
+
+    torch.testing.assert_close(grads["native"][0], grads["torch"][0])
+
+
+@pytest.mark.parametrize("implementation", ops.IMPLEMENTATIONS)
+def test_grpo_overflowing_ratio_clipped(implementation):
+    # logp - old = 100 overflows exp in float32; with A > 0 the clip binds, so the loss is
+    # -(1 + epsilon) A and no gradient reaches logp.
+    logps = torch.zeros(1, 2, requires_grad=True)
+    advantages = torch.tensor([1.0], requires_grad=True)
+
+    loss, _ = grpo_loss(
+        logps,
+        torch.full((1, 2), -100.0),
+        None,
+        advantages,
+        torch.ones(1, 2, dtype=torch.bool),
+        beta=0.0,
+        implementation=implementation,
+    )
+    loss.backward()
+
+    torch.testing.assert_close(loss.detach(), torch.tensor(-1.2))
+    torch.testing.assert_close(logps.grad, torch.zeros(1, 2))
+    torch.testing.assert_close(advantages.grad, torch.tensor([-1.2]))
+
+
+@pytest.mark.parametrize("implementation", ops.IMPLEMENTATIONS)
+def test_empty_batches(implementation):
+    empty = torch.zeros(0, requires_grad=True)
+    no_tokens = torch.zeros(0, dtype=torch.long)
+    pairs = PreferenceLogps(empty, empty, no_tokens, no_tokens)
+
+    with pytest.raises(ValueError, match="DPO needs at least one chosen/rejected pair"):
+        dpo_loss(pairs, pairs, 0.1, implementation=implementation)
+    with pytest.raises(ValueError, match="ORPO needs at least one chosen/rejected pair"):
+        orpo_loss(pairs, 0.1, implementation=implementation)
+    for loss_type in GRPO_LOSS_TYPES:
+        for shape in ((0, 3), (2, 0)):
+            logps = torch.zeros(shape, requires_grad=True)
+            loss, _ = grpo_loss(
+                logps,
+                None,
+                None,
+                torch.zeros(shape[0]),
+                torch.ones(shape, dtype=torch.bool),
+                beta=0.0,
+                loss_type=loss_type,
+                implementation=implementation,
+            )
+            assert loss.item() == 0, (loss_type, shape)
