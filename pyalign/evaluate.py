@@ -324,13 +324,12 @@ def _score_pairs(policy, reference, data, batch_size, implementation, device):
 def _pair_logps(model, batch: dict[str, torch.Tensor], implementation: str) -> PreferenceLogps:
     # The same scoring as training: summed response log-probabilities from the fused op.
     decoder, head = decoder_and_head(model)
-    hidden_states = decoder(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state  # (2P, T, H)
+    outputs = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    hidden_states, bias = head.op_inputs(outputs.last_hidden_state)  # (2P, T, H)
     result = ops.sequence_logprobs(
         hidden_states,
         head.weight,
-        head.bias,
+        bias,
         batch["input_ids"],
         batch["label_mask"],
         implementation=implementation,

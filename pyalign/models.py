@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import re
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -148,8 +150,46 @@ class ReferenceModel:
                 self.policy.train(was_training)
 
 
-def decoder_and_head(model):
-    """Return the decoder stack (hidden states out) and the LM head ``nn.Linear`` of a model."""
+@dataclass(frozen=True)
+class LMHead:
+    """The LM head as passed to the fused op: weight (V, H), bias (V,) or None, and logit scale.
+
+    ``logit_scale`` is the factor by which the model's own forward multiplies the head's output
+    (Granite divides by ``logits_scaling``, Cohere multiplies by ``logit_scale``; most models
+    use 1).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    logit_scale: float
+
+    def op_inputs(
+        self, hidden_states: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return (hidden_states, bias) that give the model's logits divided by ``temperature``.
+
+        The factor goes on the hidden states and the bias, so the op's product stays
+        ``hidden @ weight.T + bias``.
+        """
+        factor = self.logit_scale / temperature
+        if factor == 1.0:
+            return hidden_states, self.bias
+        bias = None if self.bias is None else self.bias * factor
+        return hidden_states * factor, bias
+
+
+_PROBE_TOKENS = 8
+_logit_scales: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def decoder_and_head(model) -> tuple[Any, LMHead]:
+    """Return the decoder stack (hidden states out) and the LM head of a model.
+
+    The first call per model checks, on a few tokens, that the model's logits are the head's
+    output times one factor. A model whose forward soft-caps the logits (Gemma 2 and 3) or
+    transforms them otherwise is rejected, because the fused op would score a different
+    distribution.
+    """
     from peft import PeftModel
 
     base = model.get_base_model() if isinstance(model, PeftModel) else model
@@ -160,7 +200,49 @@ def decoder_and_head(model):
             f"the LM head is a {type(head).__name__}, not a torch.nn.Linear; the fused "
             "log-probability op needs a plain linear head"
         )
-    return decoder, head
+    scale = _logit_scales.get(base)
+    if scale is None:
+        scale = _probe_logit_scale(base, decoder, head)
+        _logit_scales[base] = scale
+    return decoder, LMHead(head.weight, head.bias, scale)
+
+
+def _probe_logit_scale(base, decoder, head: torch.nn.Linear) -> float:
+    """Return the factor between the model's logits and its head's output, or raise."""
+    model_type = getattr(base.config, "model_type", type(base).__name__)
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    if softcap is not None:
+        raise NotImplementedError(
+            f"{model_type} models soft-cap their logits (final_logit_softcapping = {softcap}), "
+            "which the fused log-probability op cannot reproduce; this model is not supported"
+        )
+    vocab_size = head.weight.shape[0]
+    input_ids = (torch.arange(_PROBE_TOKENS, device=head.weight.device) % vocab_size)[None]
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad():
+            logits = base(input_ids=input_ids).logits.double()  # (1, T, V)
+            linear = head(decoder(input_ids=input_ids).last_hidden_state).double()  # (1, T, V)
+    finally:
+        base.train(was_training)
+
+    # The least-squares factor, then a check that it explains the logits.
+    scale = float((logits * linear).sum() / (linear * linear).sum().clamp(min=1e-30))
+    tolerance = 1e-3 * float(logits.abs().max()) + 1e-5
+    if not torch.allclose(logits, scale * linear, rtol=0, atol=tolerance):
+        raise NotImplementedError(
+            f"the {model_type} model's forward transforms its LM head's output beyond a scale "
+            "factor, which the fused log-probability op cannot reproduce; this model is not "
+            "supported"
+        )
+    # A factor within float noise of 1 is 1, so that most models skip the multiplication.
+    if abs(scale - 1.0) < 1e-4:
+        return 1.0
+    logger.info(
+        "the %s model scales its logits by %.6g; the fused op applies it", model_type, scale
+    )
+    return scale
 
 
 def build_tiny_preset() -> Path:

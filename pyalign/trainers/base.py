@@ -115,15 +115,27 @@ def sequence_logprobs(
     """
     decoder, head = decoder_and_head(model)
     outputs = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    hidden_states = outputs.last_hidden_state  # (B, T, H)
+    hidden_states, bias = head.op_inputs(outputs.last_hidden_state)  # (B, T, H)
     return ops.sequence_logprobs(
         hidden_states,
         head.weight,
-        head.bias,
+        bias,
         input_ids,
         label_mask,
         implementation=implementation,
     )
+
+
+def gradient_norm(parameters) -> float:
+    """Return the L2 norm of all the parameters' gradients together, as clip_grad_norm_ does."""
+    norms = [
+        torch.linalg.vector_norm(parameter.grad.detach().float())
+        for parameter in parameters
+        if parameter.grad is not None
+    ]
+    if not norms:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def peak_memory() -> dict[str, int]:
@@ -280,6 +292,8 @@ class Trainer:
                 record["grad_norm"] = float(
                     torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
                 )
+            else:
+                record["grad_norm"] = gradient_norm(trainable)
             learning_rate = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.scheduler.step()

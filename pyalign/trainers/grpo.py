@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pyalign import ops
 from pyalign.data import PromptData
@@ -41,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 # Added to the standard deviation before dividing by it, as TRL does.
 ADVANTAGE_EPSILON = 1e-4
-# Rows of logits per chunk when computing the entropy metric.
-ENTROPY_CHUNK_SIZE = 1024
 
 
 @dataclass
@@ -284,8 +281,10 @@ class GRPOTrainer(Trainer):
     def _token_logps(self, model, rollout: Rollout, with_entropy: bool):
         """Return the per-token log-probabilities (B, Tc), 0 outside the loss mask.
 
-        With ``with_entropy``, also the entropy of the next-token distribution at each of the
-        N counted tokens (N,), computed without gradient, or None when there are none.
+        The logits are divided by the sampling temperature first, as in TRL, so that the
+        scores are those of the distribution the completions were drawn from. With
+        ``with_entropy``, also the entropy of that next-token distribution at each of the N
+        counted tokens (N,), without gradient, or None when there are none.
         """
         decoder, head = decoder_and_head(model)
         outputs = decoder(
@@ -293,14 +292,17 @@ class GRPOTrainer(Trainer):
             attention_mask=rollout.attention_mask,
             position_ids=rollout.position_ids,
         )
-        hidden_states = outputs.last_hidden_state  # (B, Tp + Tc, H)
+        hidden_states, bias = head.op_inputs(
+            outputs.last_hidden_state, self.trainer_config["temperature"]
+        )  # (B, Tp + Tc, H)
         result = ops.sequence_logprobs(
             hidden_states,
             head.weight,
-            head.bias,
+            bias,
             rollout.input_ids,
             rollout.label_mask,
             implementation=self.implementation,
+            compute_entropy=with_entropy,
         )
         # token_logps is in row-major order of the counted tokens, as is loss_mask, so the
         # scatter puts each value at its (b, t).
@@ -309,9 +311,7 @@ class GRPOTrainer(Trainer):
 
         entropy = None
         if with_entropy and result.token_logps.numel() > 0:
-            counted = rollout.label_mask[:, 1:]
-            hidden = hidden_states[:, :-1][counted].detach()  # (N, H)
-            entropy = token_entropy(hidden, head.weight.detach(), head.bias)
+            entropy = result.entropy
         return logps, entropy
 
     # Evaluation
@@ -408,17 +408,6 @@ def group_advantages(
 
 
 @torch.no_grad()
-def token_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
-    """Entropy of the next-token distribution at each of N positions, chunk by chunk. (N,)"""
-    parts = []
-    for start in range(0, hidden.shape[0], ENTROPY_CHUNK_SIZE):
-        chunk = hidden[start : start + ENTROPY_CHUNK_SIZE].float()
-        logits = F.linear(chunk, weight.float(), None if bias is None else bias.float())
-        log_probs = torch.log_softmax(logits, dim=-1)  # (chunk, V)
-        parts.append(-(log_probs.exp() * log_probs).sum(dim=-1))
-    return torch.cat(parts)
-
-
 def rollout_metrics(
     rollouts: list[Rollout], functions: list[rewards.RewardFunction], group_size: int
 ) -> dict[str, float]:

@@ -120,6 +120,31 @@ def test_left_padded_logps_match_unpadded_forward(tmp_path):
         )
 
 
+def test_logps_and_entropy_at_sampling_temperature(tmp_path):
+    # The completions are drawn at temperature 0.5, so they are scored under logits / 0.5.
+    temperature = 0.5
+    trainer = make_trainer(tmp_path, grpo_config(max_completion_length=6, temperature=temperature))
+    torch.manual_seed(0)
+    rollout = trainer._sample(trainer.train_data, np.array([0, 1]))
+    trainer.model.eval()
+    with torch.no_grad():
+        logps, entropy = trainer._token_logps(trainer.model, rollout, with_entropy=True)
+        logits = trainer.model(
+            input_ids=rollout.input_ids,
+            attention_mask=rollout.attention_mask,
+            position_ids=rollout.position_ids,
+        ).logits.float()
+
+    completion_length = rollout.loss_mask.shape[1]
+    scaled = logits[:, -completion_length - 1 : -1] / temperature  # (B, Tc, V)
+    targets = rollout.input_ids[:, -completion_length:, None]
+    expected = torch.log_softmax(scaled, dim=-1).gather(-1, targets)[..., 0]
+    expected_entropy = torch.distributions.Categorical(logits=scaled).entropy()
+    mask = rollout.loss_mask
+    torch.testing.assert_close(logps[mask], expected[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(entropy, expected_entropy[mask], atol=1e-4, rtol=1e-4)
+
+
 def test_truncated_completions_masked_out(tmp_path):
     # A 3-token limit leaves the tiny model's completions without EOS.
     trainer = make_trainer(

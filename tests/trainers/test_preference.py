@@ -95,3 +95,13 @@ def test_dpo_full_fine_tuning_reference_stays_frozen():
     trainer.train()
     for name, value in trainer.reference.frozen.state_dict().items():
         assert torch.equal(value, frozen[name]), name
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-3, None], ids=["clipped", "not-clipped"])
+def test_grad_norm_logged(max_grad_norm):
+    # The norm before clipping, so a tiny max_grad_norm does not lower it.
+    trainer = make(DPOTrainer, "dpo", max_steps=1, max_grad_norm=max_grad_norm)
+    record = trainer.train().train[-1]
+
+    assert "grad_norm" in record
+    assert record["grad_norm"] > 1e-3
