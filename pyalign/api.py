@@ -11,7 +11,7 @@ import torch
 
 from pyalign import _core, ops
 from pyalign.config import dump_config, load_config
-from pyalign.data import TrainingData, prepare_datasets
+from pyalign.data import TrainingData, check_data_files, prepare_datasets
 from pyalign.errors import ConfigError
 from pyalign.models import (
     apply_adapter,
@@ -62,6 +62,7 @@ class AlignModel:
         seed_everything(trainer_config["seed"])
 
         # Validate everything cheap before loading the model.
+        check_data_files(dataset, validation_set)
         report_to = check_report_to(trainer_config["report_to"])
         model_path = resolve_base_model(config["base_model"])
         kernels = ops.load_backend(config["backend"]["kernels"])

@@ -600,7 +600,17 @@ def _check_grpo_keys(trainer: dict[str, Any]) -> None:
         )
 
 
+# Ludwig LLM config keys that pyalign does not implement, with the reason given to the user.
+UNSUPPORTED_LUDWIG_KEYS = {
+    "quantization": "4- and 8-bit quantization is not supported; pyalign trains float32 weights",
+    "hyperopt": "hyper-parameter search is not supported; run one config per setting",
+    "model_parameters": "model_parameters (rope scaling and the like) is not supported",
+}
+
+
 def _raise_unknown_key(path: str, key: str, fields: Mapping[str, Field]) -> None:
+    if path in UNSUPPORTED_LUDWIG_KEYS:
+        raise ConfigError(f"config key '{path}': {UNSUPPORTED_LUDWIG_KEYS[path]}; remove it")
     nearest = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
     parent = path[: -len(key)]
     if nearest:

@@ -429,6 +429,13 @@ def _truncate_prompt(ids: list[int], length: int, keep_start: bool, bos: int | N
 TrainingData = Union[PreferenceData, ResponseData, PromptData]
 
 
+def check_data_files(dataset: str | Path, validation_set: str | Path | None) -> None:
+    """Raise DataError naming the role (dataset or validation set) of a file that is missing."""
+    for role, path in (("dataset", dataset), ("validation set", validation_set)):
+        if path is not None and not Path(path).exists():
+            raise DataError(f"{role} not found: {path}")
+
+
 def prepare_datasets(
     config: dict[str, Any],
     dataset: str | Path,
@@ -452,6 +459,7 @@ def prepare_datasets(
         columns = PreferenceColumns.from_config(config)
         read, tokenize = read_preference_records, tokenize_pairs
 
+    check_data_files(dataset, validation_set)
     table = read(dataset, columns)
     tables = {"train": (table, str(dataset))}
     if validation_set is not None:

@@ -58,7 +58,10 @@ def resolve_base_model(base_model: str) -> str:
         # Absolute, so that the adapter_config.json written with it loads from any folder.
         return str(expanded.resolve())
     if looks_like_path:
-        raise ModelNotFoundError(f"base_model path '{base_model}' does not exist")
+        raise ModelNotFoundError(
+            f"base_model path '{base_model}' does not exist (a relative path is taken from the "
+            f"current folder, {Path.cwd()}); set base_model, or pass --set base_model=PATH"
+        )
     return base_model
 
 
@@ -154,9 +157,9 @@ class ReferenceModel:
 class LMHead:
     """The LM head as passed to the fused op: weight (V, H), bias (V,) or None, and logit scale.
 
-    ``logit_scale`` is the factor by which the model's own forward multiplies the head's output
-    (Granite divides by ``logits_scaling``, Cohere multiplies by ``logit_scale``; most models
-    use 1).
+    ``logit_scale`` is the factor by which the model's own forward multiplies the head's output.
+    It is 1 for most models. Granite divides by ``logits_scaling`` and Cohere multiplies by
+    ``logit_scale``.
     """
 
     weight: torch.Tensor

@@ -123,6 +123,8 @@ def prepare_hh_rlhf(
         for split, (path, description) in sources.items():
             for converter_format in formats:
                 output = output_dir / OUTPUT_FILE_PATTERNS[converter_format].format(split=split)
+                if output.exists():
+                    logger.warning("replacing the existing %s", output)
                 converted = _convert(
                     path,
                     description,

@@ -556,8 +556,24 @@ fn parse_json_line(path: &Path, location: Location, text: &str) -> Result<Value>
     serde_json::from_str(text).map_err(|error| Error::InvalidJson {
         path: path.to_path_buf(),
         location,
-        message: error.to_string(),
+        message: json_line_message(&error),
     })
+}
+
+/// Describes a parse error within one line: serde_json counts lines from the start of the
+/// text it was given, so its "at line 1 column C" would contradict the file line already
+/// named. Only the column is kept.
+fn json_line_message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let reason = match text.rsplit_once(" at line ") {
+        Some((reason, _)) => reason,
+        None => text.as_str(),
+    };
+    if error.column() == 0 {
+        format!("invalid JSON: {reason}")
+    } else {
+        format!("invalid JSON at column {}: {reason}", error.column())
+    }
 }
 
 /// Reports whether the first byte after an optional byte order mark and blank space is `[`.

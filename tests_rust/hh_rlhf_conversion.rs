@@ -178,7 +178,7 @@ fn malformed_lines() -> Vec<(String, &'static str, &'static str)> {
         (
             "{\"chosen\": ".to_owned(),
             "invalid_json",
-            "line 2: EOF while parsing",
+            "line 2: invalid JSON: EOF while parsing",
         ),
         (
             "[1, 2]".to_owned(),

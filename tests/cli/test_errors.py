@@ -100,7 +100,15 @@ def test_base_model_path_missing(tmp_path):
 
 def test_missing_dataset_file(tmp_path):
     result = run_train(write_config(tmp_path), "--dataset", tmp_path / "absent.csv")
-    assert_one_line_error(result, "absent.csv", "not found")
+    assert_one_line_error(result, "dataset not found", "absent.csv")
+
+
+def test_missing_validation_file(tmp_path):
+    dataset = write_jsonl(tmp_path / "data.jsonl", [PAIR])
+    result = run_train(
+        write_config(tmp_path), "--dataset", dataset, "--validation_set", tmp_path / "absent.csv"
+    )
+    assert_one_line_error(result, "validation set not found", "absent.csv")
 
 
 def test_error_in_subprocess_has_no_traceback(tmp_path):

@@ -69,7 +69,12 @@ def test_unknown_key_names_path_and_nearest():
 
 
 def test_unknown_top_level_key():
-    with pytest.raises(ConfigError, match="unknown config key 'quantization'"):
+    with pytest.raises(ConfigError, match="unknown config key 'quantisation'"):
+        load_config(minimal(quantisation={"bits": 4}))
+
+
+def test_unsupported_ludwig_key_gives_reason():
+    with pytest.raises(ConfigError, match="'quantization': 4- and 8-bit quantization is not"):
         load_config(minimal(quantization={"bits": 4}))
 
 

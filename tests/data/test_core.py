@@ -213,7 +213,12 @@ def test_missing_column_is_key_error(tmp_path):
         ("blank.jsonl", b"\n\n", "the file is empty"),
         ("bad.csv", b"a\nx\n\xff\n", "line 3 is not valid UTF-8"),
         ("bad.jsonl", b'{"a": "x"}\n\xc3\x28\n', "line 2 is not valid UTF-8"),
-        ("bad.jsonl", b'{"a": "x"}\n{"a": \n', "line 2: EOF while parsing"),
+        ("bad.jsonl", b'{"a": "x"}\n{"a": \n', "line 2: invalid JSON: EOF while parsing"),
+        (
+            "bad.jsonl",
+            b'{"a": "x"}\n{a}\n',
+            "line 2: invalid JSON at column 2: key must be a string",
+        ),
         ("bad.jsonl", b'{"a": "x"}\n"text"\n', "line 2: expected a JSON object, found a string"),
         ("rows.txt", b"", "expected one of .csv, .csv.gz, .jsonl"),
         ("rows.parquet", b"PAR1 not a footer", "invalid Parquet"),

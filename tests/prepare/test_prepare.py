@@ -169,6 +169,16 @@ def test_kto_format_writes_only_kto_file(tmp_path):
     assert not (tmp_path / "out" / "train.csv").exists()
 
 
+def test_existing_output_replaced_with_warning(tmp_path, caplog):
+    source = write_jsonl(tmp_path / "pairs.jsonl", [record("Hi?", "Hello.", "Bye.")])
+    prepare_hh_rlhf(tmp_path / "out", input=source, format="dpo")
+
+    with caplog.at_level("WARNING", logger="pyalign.prepare"):
+        prepare_hh_rlhf(tmp_path / "out", input=source, format="dpo")
+
+    assert f"replacing the existing {tmp_path / 'out' / 'train.csv'}" in caplog.text
+
+
 def test_skipped_records_are_counted_with_reason(tmp_path):
     records = [
         record("Hi?", "Hello.", "Bye."),
