@@ -149,11 +149,11 @@ impl PairDataset {
 
         log::info!(
             target: LOG_TARGET,
-            "tokenized {} preference pairs: kept {}, dropped {} {:?}",
+            "tokenized {} preference pairs: kept {}, dropped {}{}",
             prompts.len(),
             pairs.len(),
             prompts.len() - pairs.len(),
-            drop_reasons
+            describe_drops(&drop_reasons)
         );
         Ok(PairDataset {
             pairs,
@@ -391,11 +391,11 @@ impl ResponseDataset {
 
         log::info!(
             target: LOG_TARGET,
-            "tokenized {} prompt-response rows: kept {}, dropped {} {:?}",
+            "tokenized {} prompt-response rows: kept {}, dropped {}{}",
             prompts.len(),
             rows.len(),
             prompts.len() - rows.len(),
-            drop_reasons
+            describe_drops(&drop_reasons)
         );
         Ok(ResponseDataset {
             rows,
@@ -610,11 +610,11 @@ impl PromptDataset {
 
         log::info!(
             target: LOG_TARGET,
-            "tokenized {} prompts: kept {}, dropped {} {:?}",
+            "tokenized {} prompts: kept {}, dropped {}{}",
             prompts.len(),
             prompts_kept.len(),
             prompts.len() - prompts_kept.len(),
-            drop_reasons
+            describe_drops(&drop_reasons)
         );
         Ok(PromptDataset {
             prompts: prompts_kept,
@@ -702,6 +702,19 @@ impl PromptDataset {
         };
         Ok(build_batch(&sequences, layout))
     }
+}
+
+/// Formats drop counts for the log: empty when nothing was dropped, else
+/// ` (reason: count, ...)`.
+fn describe_drops(drop_reasons: &BTreeMap<String, usize>) -> String {
+    if drop_reasons.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = drop_reasons
+        .iter()
+        .map(|(reason, count)| format!("{reason}: {count}"))
+        .collect();
+    format!(" ({})", parts.join(", "))
 }
 
 #[cfg(test)]
