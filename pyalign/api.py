@@ -11,7 +11,7 @@ import torch
 
 from pyalign import _core, ops
 from pyalign.config import dump_config, load_config
-from pyalign.data import TrainingData, check_data_files, prepare_datasets
+from pyalign.data import TrainingData, prepare_datasets
 from pyalign.errors import ConfigError
 from pyalign.models import (
     apply_adapter,
@@ -61,19 +61,18 @@ class AlignModel:
             )
         seed_everything(trainer_config["seed"])
 
-        # Validate everything cheap before loading the model.
-        check_data_files(dataset, validation_set)
+        # Validate everything cheap before loading the model. The data comes before the ops,
+        # whose first build takes a while, so that a data error is reported at once.
         report_to = check_report_to(trainer_config["report_to"])
         model_path = resolve_base_model(config["base_model"])
-        kernels = ops.load_backend(config["backend"]["kernels"])
         tokenizer_path = tokenizer_file(model_path)
         tokenizer = _core.Tokenizer(str(tokenizer_path))
         logger.info(
             "data backend: pyalign._core %s (Rust), tokenizer %s", _core.__version__, tokenizer_path
         )
-        logger.info("op backend: %s", kernels)
-
         preprocessed = self._prepare_data(dataset, validation_set, tokenizer)
+        kernels = ops.load_backend(config["backend"]["kernels"])
+        logger.info("op backend: %s", kernels)
 
         model = load_model(model_path)
         model = apply_adapter(model, config["adapter"])

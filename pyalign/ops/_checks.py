@@ -31,13 +31,27 @@ def _save_nothing(ctx, inputs, output):
     pass
 
 
-def check_one_device(op_name: str, **tensors: torch.Tensor | None) -> None:
-    """Raise ValueError unless every tensor given is on the same device.
+def checking_devices(op_name: str, fake):
+    """Wrap the fake kernel of ``op_name`` so that it first checks its tensors share a device.
 
     The fake kernels run whenever one input is a meta tensor, and would then return empty
-    tensors for a call that the real kernels reject, so they check this themselves.
+    tensors for a call that the real kernels reject, so they check this themselves. The error
+    names each tensor argument and its device.
     """
-    devices = {name: tensor.device for name, tensor in tensors.items() if tensor is not None}
-    if len(set(devices.values())) > 1:
-        described = ", ".join(f"{name} on {device}" for name, device in devices.items())
-        raise ValueError(f"{op_name}: all tensors must be on one device, got {described}")
+    namespace, name = op_name.split("::")
+    schema = getattr(getattr(torch.ops, namespace), name).default._schema
+    argument_names = [argument.name for argument in schema.arguments]
+
+    def checked(*args, **kwargs):
+        named = {**dict(zip(argument_names, args)), **kwargs}
+        devices = {
+            argument: value.device
+            for argument, value in named.items()
+            if isinstance(value, torch.Tensor)
+        }
+        if len(set(devices.values())) > 1:
+            described = ", ".join(f"{argument} on {device}" for argument, device in devices.items())
+            raise ValueError(f"{op_name}: all tensors must be on one device, got {described}")
+        return fake(*args, **kwargs)
+
+    return checked

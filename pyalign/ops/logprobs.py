@@ -19,7 +19,7 @@ import threading
 
 import torch
 
-from pyalign.ops._checks import check_one_device, register_no_double_backward
+from pyalign.ops._checks import checking_devices, register_no_double_backward
 
 FORWARD_OP = "pyalign::fused_linear_logprobs"
 BACKWARD_OP = "pyalign::fused_linear_logprobs_backward"
@@ -80,7 +80,6 @@ def _forward_fake(
     hidden, weight, bias, targets, chunk_size, compute_entropy=False, compute_jacobian=False
 ):
     # The C++ kernel checks the arguments; this only describes the outputs.
-    check_one_device(FORWARD_OP, hidden=hidden, weight=weight, bias=bias, targets=targets)
     dtype = accumulate_dtype(hidden, weight)
     num_tokens, hidden_size = hidden.shape
     token_logps = hidden.new_empty((num_tokens,), dtype=dtype)
@@ -103,15 +102,6 @@ def _backward_fake(
     needs_weight_grad,
     needs_bias_grad,
 ):
-    check_one_device(
-        BACKWARD_OP,
-        grad_token_logps=grad_token_logps,
-        hidden=hidden,
-        weight=weight,
-        bias=bias,
-        targets=targets,
-        logsumexp=logsumexp,
-    )
     grad_hidden = hidden.new_empty(hidden.shape) if needs_hidden_grad else None
     grad_weight = weight.new_empty(weight.shape) if needs_weight_grad else None
     grad_bias = None
@@ -162,8 +152,8 @@ def register_python_kernels() -> None:
     with _registration_lock:
         if _registered:
             return
-        torch.library.register_fake(FORWARD_OP, _forward_fake)
-        torch.library.register_fake(BACKWARD_OP, _backward_fake)
+        torch.library.register_fake(FORWARD_OP, checking_devices(FORWARD_OP, _forward_fake))
+        torch.library.register_fake(BACKWARD_OP, checking_devices(BACKWARD_OP, _backward_fake))
         torch.library.register_autograd(FORWARD_OP, _backward, setup_context=_setup_context)
         register_no_double_backward(BACKWARD_OP)
         _registered = True

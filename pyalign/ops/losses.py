@@ -16,7 +16,7 @@ import threading
 
 import torch
 
-from pyalign.ops._checks import check_one_device, register_no_double_backward
+from pyalign.ops._checks import checking_devices, register_no_double_backward
 from pyalign.ops.reference import loss_dtype
 
 __all__ = [
@@ -230,27 +230,9 @@ def register_python_kernels() -> None:
         if _registered:
             return
         for name, (fake, backward, setup) in _OPS.items():
-            torch.library.register_fake(name, _checking_devices(name, fake))
+            torch.library.register_fake(name, checking_devices(name, fake))
             torch.library.register_autograd(name, backward, setup_context=setup)
         for name, fake in _BACKWARD_FAKES.items():
-            torch.library.register_fake(name, _checking_devices(name, fake))
+            torch.library.register_fake(name, checking_devices(name, fake))
             register_no_double_backward(name)
         _registered = True
-
-
-def _checking_devices(name, fake):
-    """Wrap a fake kernel so that it first checks that its tensors share one device."""
-    namespace, op_name = name.split("::")
-    schema = getattr(getattr(torch.ops, namespace), op_name).default._schema
-    argument_names = [argument.name for argument in schema.arguments]
-
-    def checked(*args):
-        tensors = {
-            argument: value
-            for argument, value in zip(argument_names, args)
-            if isinstance(value, torch.Tensor)
-        }
-        check_one_device(name, **tensors)
-        return fake(*args)
-
-    return checked

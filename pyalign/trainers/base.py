@@ -126,18 +126,6 @@ def sequence_logprobs(
     )
 
 
-def gradient_norm(parameters) -> float:
-    """Return the L2 norm of all the parameters' gradients together, as clip_grad_norm_ does."""
-    norms = [
-        torch.linalg.vector_norm(parameter.grad.detach().float())
-        for parameter in parameters
-        if parameter.grad is not None
-    ]
-    if not norms:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
-
-
 def peak_memory() -> dict[str, int]:
     """Return the process's peak resident set size, and the peak CUDA allocation, in bytes."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -288,12 +276,9 @@ class Trainer:
             epoch = group[-1][0]
             record = self._accumulate_gradients([batch for _, batch in group])
 
-            if max_grad_norm is not None:
-                record["grad_norm"] = float(
-                    torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-                )
-            else:
-                record["grad_norm"] = gradient_norm(trainable)
+            # With clipping off, an infinite bound makes clip_grad_norm_ only measure the norm.
+            bound = math.inf if max_grad_norm is None else max_grad_norm
+            record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, bound))
             learning_rate = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.scheduler.step()
