@@ -3,9 +3,9 @@
 //
 // The formulas are documented with the Python functions in pyalign/losses/; the derivatives are
 // derived next to each function. Where a subgradient must be picked (relu at 0, min at a tie,
-// clamp at its bound), the choice matches the plain-PyTorch twins in pyalign/ops/reference.py:
-// autograd's for relu and min, and a clamp passes the gradient at its bound (the twins spell
-// their clamps out with torch.where, because torch.clamp's choice there is not documented).
+// clamp at its bound), the choice matches the plain-PyTorch twins in pyalign/ops/reference.py.
+// relu and min follow autograd. A clamp passes the gradient at its bound, and the twins write
+// their clamps with torch.where, because torch.clamp's choice at the bound is not documented.
 #pragma once
 
 #include <c10/macros/Macros.h>

@@ -1,5 +1,8 @@
 // CUDA kernels of pyalign::fused_linear_logprobs and its backward.
 //
+// NOTE: these kernels compile in CI (bench/build_cuda_ops.sh) but have not yet run on a GPU.
+// bench/gpu_check.sh is the prepared run of their tests there.
+//
 // Both ops walk the tokens in chunks of chunk_size rows. For each chunk, cuBLAS computes the
 // chunk's float32 logits against the whole vocabulary, through ATen's at::mm_out and addmm_out
 // on the current stream. Then one fused kernel, with a thread block per row, reduces each row to

@@ -1,6 +1,9 @@
 // CUDA kernels of the preference-loss ops: one thread per pair, row or token, with the formulas
 // of loss_math.h, launched on the current stream. The per-row reductions of the backward ops
 // (the KL gradient of KTO, the advantage gradient of GRPO) are ATen sums of per-element terms.
+//
+// NOTE: these kernels compile in CI (bench/build_cuda_ops.sh) but have not yet run on a GPU.
+// bench/gpu_check.sh is the prepared run of their tests there.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
